@@ -1,0 +1,52 @@
+"""Shared test helpers: small real-MNIST configs and subprocess runs."""
+
+import os
+import subprocess
+import sys
+
+from vae_jax import config_utils
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CONFIG = os.path.join(REPO, "configs", "mnist_vae.py")
+
+# A run of ~100 steps that still learns: what the end-to-end tests train.
+SMALL = {
+    "model.hidden": (128,),
+    "model.latent_dim": 8,
+    "training.num_epochs": 0.2,
+    "training.steps_per_call": 10,
+    "training.log_every_steps": 10,
+    "training.checkpoint_every_steps": 20,
+    "eval.every_steps": 30,
+    "eval.batch_size": 1000,
+    "eval.num_images": 16,
+}
+
+
+def small_config(**overrides):
+  return config_utils.get_config(DEFAULT_CONFIG, None, {**SMALL, **overrides})
+
+
+def cli_args(overrides: dict) -> list[str]:
+  args = []
+  for k, v in overrides.items():
+    if isinstance(v, tuple):
+      v = "(" + ",".join(map(str, v)) + ",)"
+    args.append(f"--config.{k}={v}")
+  return args
+
+
+def run_cli(workdir, overrides=None, mode="train", env=None, **kwargs):
+  """Runs `python -m vae_jax.main` on the default config plus overrides."""
+  cmd = [sys.executable, "-m", "vae_jax.main", f"--config={DEFAULT_CONFIG}",
+         f"--workdir={workdir}", f"--mode={mode}",
+         *cli_args({**SMALL, **(overrides or {})})]
+  return subprocess.run(cmd, cwd=REPO, env={**os.environ, **(env or {})},
+                        capture_output=True, text=True, **kwargs)
+
+
+def popen_cli(workdir, overrides=None):
+  cmd = [sys.executable, "-m", "vae_jax.main", f"--config={DEFAULT_CONFIG}",
+         f"--workdir={workdir}", *cli_args({**SMALL, **(overrides or {})})]
+  return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)

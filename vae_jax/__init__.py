@@ -1,0 +1,1 @@
+"""vae_jax: autoencoders and variational autoencoders in JAX/Flax."""

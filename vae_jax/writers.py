@@ -1,0 +1,91 @@
+"""Where a run's outputs go: TensorBoard events, a JSON-lines log, PNGs.
+
+Only process 0 writes; the other processes get a writer that does nothing,
+so call sites need no `if jax.process_index() == 0`.
+"""
+
+import json
+import os
+from typing import Any
+
+import jax
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")  # Files only; never a window.
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def image_grid(images: np.ndarray, num_cols: int) -> np.ndarray:
+  """Tiles `[N, H, W, C]` images in [0, 1] into one `[rows*H, cols*W, C]`."""
+  n, h, w, c = images.shape
+  num_rows = -(-n // num_cols)
+  grid = np.ones((num_rows * (h + 1) + 1, num_cols * (w + 1) + 1, c),
+                 np.float32)
+  for i in range(n):
+    r, col = divmod(i, num_cols)
+    grid[1 + r * (h + 1):1 + r * (h + 1) + h,
+         1 + col * (w + 1):1 + col * (w + 1) + w] = images[i]
+  return grid
+
+
+def save_png(path: str, grid: np.ndarray) -> None:
+  grid = np.clip(grid, 0.0, 1.0)
+  if grid.shape[-1] == 1:
+    plt.imsave(path, grid[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
+  else:
+    plt.imsave(path, grid)
+
+
+def truncate_jsonl(path: str, max_step: int) -> None:
+  """Drops lines logged after `max_step` (work lost by a crash, redone now)."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = [l for l in f if l.strip() and json.loads(l)["step"] <= max_step]
+  with open(path, "w") as f:
+    f.writelines(lines)
+
+
+class MetricWriter:
+  """Scalars to TensorBoard and `metrics.jsonl`; images to TB and PNG."""
+
+  def __init__(self, workdir: str, resume_step: int):
+    self.workdir = workdir
+    self.enabled = jax.process_index() == 0
+    if not self.enabled:
+      return
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    self._tf = tf
+    os.makedirs(os.path.join(workdir, "images"), exist_ok=True)
+    self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
+    truncate_jsonl(self.jsonl_path, resume_step)
+    self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tb"))
+
+  def write_scalars(self, step: int, scalars: dict[str, Any]) -> None:
+    if not self.enabled:
+      return
+    scalars = {k: float(v) for k, v in scalars.items()}
+    with open(self.jsonl_path, "a") as f:
+      f.write(json.dumps({"step": step, **scalars}) + "\n")
+    with self._tb.as_default():
+      for k, v in scalars.items():
+        self._tf.summary.scalar(k, v, step=step)
+
+  def write_images(self, step: int, images: dict[str, np.ndarray]) -> None:
+    """Writes `[H, W, C]` grids in [0, 1] as PNG files and TB images."""
+    if not self.enabled:
+      return
+    with self._tb.as_default():
+      for name, grid in images.items():
+        save_png(os.path.join(self.workdir, "images",
+                              f"{name}_{step:08d}.png"), grid)
+        self._tf.summary.image(name, np.clip(grid, 0, 1)[None], step=step)
+
+  def flush(self) -> None:
+    if self.enabled:
+      self._tb.flush()
+
+  def close(self) -> None:
+    if self.enabled:
+      self._tb.close()
