@@ -24,6 +24,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.binarization = "dynamic"  # dynamic | static | none
   config.data.binarization_seed = 0  # The fixed test-set binarization.
   config.data.shuffle_seed = 0  # Data order; shared within a sweep group.
+  config.data.num_shards = 1  # Train-set shards; a multiple of the hosts.
 
   config.model = ml_collections.ConfigDict()
   config.model.name = "mlp_vae"
@@ -55,6 +56,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.training.batch_size = 128  # Global, over all devices and hosts.
   config.training.num_epochs = 10.0
   config.training.steps_per_call = 50  # Steps fused into one device call.
+  config.training.model_axis_size = 1  # Devices that split a sweep group.
   config.training.log_every_steps = 200
   config.training.checkpoint_every_steps = 1000
   config.training.checkpoints_to_keep = 2

@@ -53,14 +53,14 @@ def test_eval_batches_cover_every_example_once(n, batch_size):
   assert (mask == 0).sum() == num_batches * batch_size - n
 
 
-# --- TrainBatches -------------------------------------------------------------
+# --- ShardBatches -------------------------------------------------------------
 
 _N, _B, _STEPS_PER_EPOCH = 20, 3, 6  # 18 of 20 examples used per epoch.
 
 
 def _train_batches(seed=0, shard_index=0, images=None):
   images = _labelled_images(_N) if images is None else images
-  return input_pipeline.TrainBatches(images, _B, _STEPS_PER_EPOCH, seed=seed,
+  return input_pipeline.ShardBatches(images, _B, _STEPS_PER_EPOCH, seed=seed,
                                      shard_index=shard_index)
 
 
@@ -202,12 +202,29 @@ def test_preprocess_dynamic_under_jit():
       input_pipeline.preprocess(images, jax.random.key(0), "dynamic"))
 
 
-def test_validate_config_rejects_unknown_binarization():
+def test_validate_config_rejects_unknown_binarization_and_shards():
   input_pipeline.validate_config(
-      ml_collections.ConfigDict({"binarization": "dynamic"}))
+      ml_collections.ConfigDict({"binarization": "dynamic", "num_shards": 1}))
   with pytest.raises(UserError, match="binarization"):
-    input_pipeline.validate_config(
-        ml_collections.ConfigDict({"binarization": "stochastic"}))
+    input_pipeline.validate_config(ml_collections.ConfigDict(
+        {"binarization": "stochastic", "num_shards": 1}))
+  with pytest.raises(UserError, match="num_shards"):
+    input_pipeline.validate_config(ml_collections.ConfigDict(
+        {"binarization": "dynamic", "num_shards": 0}))
+
+
+def test_train_batches_concatenate_shards_in_order():
+  shards = [np.full((20, 2, 2, 1), v, np.uint8) for v in (1, 2, 3, 4)]
+  both = input_pipeline.TrainBatches(shards, [0, 1, 2, 3], 3, 6, seed=0)
+  first = input_pipeline.TrainBatches(shards[:2], [0, 1], 3, 6, seed=0)
+  second = input_pipeline.TrainBatches(shards[2:], [2, 3], 3, 6, seed=0)
+  chunk = both.chunk(4, 3, 5)
+  assert chunk.shape == (5, 12, 2, 2, 1)
+  # The global batch is the processes' local batches, in process order.
+  np.testing.assert_array_equal(
+      chunk, np.concatenate([first.chunk(4, 3, 5), second.chunk(4, 3, 5)], 1))
+  np.testing.assert_array_equal(chunk[:3, :, 0, 0, 0],
+                                np.repeat([[1, 2, 3, 4]], 3, 0).repeat(3, 1))
 
 
 def test_dynamic_binarize_is_exact_at_the_extremes_and_keyed():

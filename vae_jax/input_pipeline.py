@@ -29,20 +29,23 @@ BINARIZATIONS = ("dynamic", "static", "none")
 class Dataset:
   """One dataset in host memory.
 
-  `train_images` holds this process's shard of the training split; with
-  binarization "static" it is already binarized to {0, 255}. `test_images`
-  is the whole evaluation split, binarized to {0, 255} with a fixed seed
-  unless binarization is "none", so every run scores the same images.
+  The training split is cut into `data.num_shards` even shards (tfds
+  `even_splits`); `train_shards` holds this process's shards, numbered
+  `shard_indices`. With binarization "static" they are already binarized to
+  {0, 255}. `test_images` is the whole evaluation split, binarized to
+  {0, 255} with a fixed seed unless binarization is "none", so every run
+  scores the same images.
   """
   name: str
-  train_images: np.ndarray  # [N_shard, H, W, C] uint8
+  train_shards: list[np.ndarray]  # each [N_shard, H, W, C] uint8
+  shard_indices: list[int]
   test_images: np.ndarray  # [N_test, H, W, C] uint8
   num_train_examples: int  # over all shards
   binarization: str
 
   @property
   def event_shape(self) -> tuple[int, ...]:
-    return tuple(self.train_images.shape[1:])
+    return tuple(self.test_images.shape[1:])
 
   @property
   def num_dims(self) -> int:
@@ -54,6 +57,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.binarization not in BINARIZATIONS:
     raise UserError(f"Unknown data.binarization {config.binarization!r}; "
                     f"known: {', '.join(BINARIZATIONS)}.")
+  if config.num_shards < 1:
+    raise UserError(f"data.num_shards must be >= 1, got {config.num_shards}.")
 
 
 def _data_dir(config: ml_collections.ConfigDict) -> str | None:
@@ -106,9 +111,14 @@ def binarize(images: np.ndarray, seed: int) -> np.ndarray:
                   np.uint8(255), np.uint8(0))
 
 
-def load(config: ml_collections.ConfigDict, *, shard_index: int = 0,
-         num_shards: int = 1) -> Dataset:
-  """Loads the `data` section's dataset; this process gets one train shard."""
+def load(config: ml_collections.ConfigDict, *, process_index: int = 0,
+         process_count: int = 1) -> Dataset:
+  """Loads the `data` section's dataset: this process's train shards only.
+
+  Process p of P reads shards [p S / P, (p + 1) S / P) of the S =
+  `data.num_shards` shards, so the global batch of every step is the same
+  whatever the number of processes.
+  """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")  # The accelerators are JAX's.
@@ -119,19 +129,27 @@ def load(config: ml_collections.ConfigDict, *, shard_index: int = 0,
     if base not in builder.info.splits:
       raise UserError(f"Dataset {config.name!r} has no split {base!r}; it has "
                       f"{', '.join(builder.info.splits)}.")
+  if config.num_shards % process_count:
+    raise UserError(f"data.num_shards={config.num_shards} does not divide "
+                    f"among the {process_count} processes; use a multiple of "
+                    f"{process_count}.")
   num_train = builder.info.splits[config.train_split].num_examples
-  train_split = tfds.even_splits(config.train_split, n=num_shards)[shard_index]
-  train = _load_split(builder, train_split)
+  splits = tfds.even_splits(config.train_split, n=config.num_shards)
+  per_process = config.num_shards // process_count
+  indices = list(range(process_index * per_process,
+                       (process_index + 1) * per_process))
+  shards = [_load_split(builder, splits[i]) for i in indices]
   test = _load_split(builder, config.eval_split)
-  if train.dtype != np.uint8:
-    raise UserError(f"Dataset {config.name!r} images are {train.dtype}, "
+  if test.dtype != np.uint8:
+    raise UserError(f"Dataset {config.name!r} images are {test.dtype}, "
                     "not uint8 pixels.")
   if config.binarization == "static":
-    train = binarize(train, config.binarization_seed + 1 + shard_index)
+    shards = [binarize(x, config.binarization_seed + 1 + i)
+              for x, i in zip(shards, indices)]
   if config.binarization != "none":
     test = binarize(test, config.binarization_seed)
-  return Dataset(name=config.name, train_images=train, test_images=test,
-                 num_train_examples=num_train,
+  return Dataset(name=config.name, train_shards=shards, shard_indices=indices,
+                 test_images=test, num_train_examples=num_train,
                  binarization=config.binarization)
 
 
@@ -174,13 +192,12 @@ def preprocess(images: jax.Array, rng: jax.Array,
   return images.astype(jnp.float32) / 255.0
 
 
-class TrainBatches:
-  """The training batch of every step, a pure function of (seed, step).
+class ShardBatches:
+  """One shard's part of every step's batch, a function of (seed, step).
 
-  Epoch e visits this shard in the order `permutation(seed, e, shard)`;
+  Epoch e visits the shard in the order `permutation(seed, e, shard)`;
   the last incomplete batch of an epoch is dropped, so every step has the
-  same shape. In a multi-process run the global batch is the concatenation
-  of the processes' local batches, each drawn from its own shard.
+  same shape.
   """
 
   def __init__(self, images: np.ndarray, local_batch_size: int,
@@ -237,3 +254,25 @@ def eval_batches(images: np.ndarray,
   mask[:n] = 1.0
   return (padded.reshape(num_batches, batch_size, *images.shape[1:]),
           mask.reshape(num_batches, batch_size))
+
+
+class TrainBatches:
+  """This process's part of the global batch: its shards' parts, in order.
+
+  The global batch of a step is the concatenation over all `data.num_shards`
+  shards of `batch_size / num_shards` examples each; processes hold
+  consecutive shards, so concatenating the processes' local batches in
+  process order gives the same global batch for any number of processes.
+  """
+
+  def __init__(self, shards: list[np.ndarray], shard_indices: list[int],
+               per_shard_batch: int, steps_per_epoch: int, seed: int):
+    self.shards = [ShardBatches(x, per_shard_batch, steps_per_epoch, seed, i)
+                   for x, i in zip(shards, shard_indices)]
+
+  def chunk(self, start_step: int, num_steps: int,
+            chunk_len: int) -> np.ndarray:
+    """`[chunk_len, local_batch, *event]` uint8, zero-padded after num_steps."""
+    return np.concatenate(
+        [s.chunk(start_step, num_steps, chunk_len) for s in self.shards],
+        axis=1)

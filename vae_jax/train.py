@@ -41,7 +41,8 @@ from vae_jax.errors import UserError
 RESUMABLE_CHANGES = ("eval.", "training.log_every_steps",
                      "training.checkpoint_every_steps",
                      "training.checkpoints_to_keep", "training.steps_per_call",
-                     "training.num_epochs", "data.data_dir", "data.download")
+                     "training.num_epochs", "training.model_axis_size",
+                     "data.data_dir", "data.download")
 # Fields that may differ between models trained in one vmapped group.
 GROUP_HPARAMS = ("seed", "optimizer.learning_rate", "objective.beta")
 
@@ -244,12 +245,20 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.eval.batch_size <= 0:
     raise UserError(f"eval.batch_size must be a positive integer, got "
                     f"{config.eval.batch_size}.")
-  n = jax.device_count()
+  if t.model_axis_size < 1 or jax.device_count() % t.model_axis_size:
+    raise UserError(f"training.model_axis_size={t.model_axis_size} must "
+                    f"divide the {jax.device_count()} devices.")
+  n = jax.device_count() // t.model_axis_size
+  where = f"the {n} devices" + (" of the data axis"
+                                if t.model_axis_size > 1 else "")
   for name, size in (("training.batch_size", t.batch_size),
                      ("eval.batch_size", config.eval.batch_size)):
     if size % n:
-      raise UserError(f"{name}={size} does not divide across the {n} "
-                      f"devices; use a multiple of {n}.")
+      raise UserError(f"{name}={size} does not divide across {where}; use a "
+                      f"multiple of {n}.")
+  if t.batch_size % config.data.num_shards:
+    raise UserError(f"training.batch_size={t.batch_size} does not divide "
+                    f"among data.num_shards={config.data.num_shards} shards.")
   input_pipeline.validate_config(config.data)
   models.validate_config(config.model)
   objectives.validate_config(config.objective)
@@ -324,18 +333,30 @@ class Setup:
     self.num_models = len(configs)
     self.grouped = self.num_models > 1
     self.data = input_pipeline.load(
-        config.data, shard_index=jax.process_index(),
-        num_shards=jax.process_count())
+        config.data, process_index=jax.process_index(),
+        process_count=jax.process_count())
     self.model = models.create_model(config.model, self.data.event_shape)
-    self.mesh = jax.make_mesh((jax.device_count(),), ("data",))
+
+    # Batches are split over the "data" axis; a group's stacked models over
+    # the "model" axis (when their number divides by it: else replicated).
+    t = config.training
+    model_axis = t.model_axis_size
+    self.mesh = jax.make_mesh((model_axis, jax.device_count() // model_axis),
+                              ("model", "data"))
     self.replicated = jax.NamedSharding(self.mesh, jax.P())
     self.batch_sharding = jax.NamedSharding(self.mesh, jax.P(None, "data"))
+    if self.grouped and self.num_models % model_axis == 0:
+      self.model_sharding = jax.NamedSharding(self.mesh, jax.P("model"))
+    else:
+      if model_axis > 1:
+        logging.warning("%d models do not divide over the model axis of %d "
+                        "devices: each device holds all of them.",
+                        self.num_models, model_axis)
+      self.model_sharding = self.replicated
 
-    t = config.training
-    num_processes = jax.process_count()
-    self.local_batch_size = t.batch_size // num_processes
-    self.steps_per_epoch = ((self.data.num_train_examples // num_processes)
-                            // self.local_batch_size)
+    num_shards = config.data.num_shards
+    self.steps_per_epoch = ((self.data.num_train_examples // num_shards)
+                            // (t.batch_size // num_shards))
     if self.steps_per_epoch == 0:
       raise UserError(f"training.batch_size={t.batch_size} is larger than "
                       f"the {self.data.num_train_examples} training examples.")
@@ -361,8 +382,9 @@ class Setup:
         static_argnames=("n", "latent_dim"))
 
     self.train_batches = input_pipeline.TrainBatches(
-        self.data.train_images, self.local_batch_size, self.steps_per_epoch,
-        seed=config.data.shuffle_seed, shard_index=jax.process_index())
+        self.data.train_shards, self.data.shard_indices,
+        t.batch_size // num_shards, self.steps_per_epoch,
+        seed=config.data.shuffle_seed)
     eval_images, eval_mask = input_pipeline.eval_batches(
         self.data.test_images, config.eval.batch_size)
     eval_sharding = jax.NamedSharding(self.mesh, jax.P(None, "data"))
@@ -380,7 +402,7 @@ class Setup:
     """Metric sums at the start of a logging window, one per model."""
     shape = (self.num_models,) if self.grouped else ()
     return jax.device_put({k: jnp.zeros(shape, jnp.float32)
-                           for k in self.metric_names}, self.replicated)
+                           for k in self.metric_names}, self.model_sharding)
 
   def chunk(self, start_step: int, num_steps: int) -> jax.Array:
     local = self.train_batches.chunk(start_step, num_steps,
@@ -508,7 +530,7 @@ def train_group(configs: list[ml_collections.ConfigDict],
     state, hparams, loop_keys, eval_keys = (
         states[0], hparams[0], loop_keys[0], eval_keys[0])
   state, hparams, loop_keys, eval_keys = jax.device_put(
-      (state, hparams, loop_keys, eval_keys), setup.replicated)
+      (state, hparams, loop_keys, eval_keys), setup.model_sharding)
   setup.compile(state, loop_keys, hparams, eval_keys)
 
   logging.info("Training %d model(s) for %d steps (%d per epoch), global "

@@ -1,0 +1,37 @@
+r"""Rate-distortion sweep: latent size x beta on dynamically binarized MNIST.
+
+36 points (6 latent sizes x 6 betas) of the default MLP VAE. Points with the
+same latent size train together in one vmapped program (6 groups of 6).
+
+  python -m vae_jax.sweep --config=configs/sweep_beta_latent.py --workdir=workdirs/sweep
+
+Short schedule (the README's numbers): add --config.training.num_epochs=2.
+One point alone (array jobs): --index=i; list them: --list.
+"""
+
+import os
+
+from vae_jax import config_utils
+
+LATENT_DIMS = (2, 4, 8, 16, 32, 64)
+BETAS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+SEEDS = (0,)
+
+
+def get_config(arg: str | None = None):
+  config = config_utils.load_module(
+      os.path.join(os.path.dirname(__file__), "mnist_vae.py")).get_config(arg)
+  config.training.num_epochs = 10.0
+  config.training.checkpoint_every_steps = 1000
+  config.eval.every_steps = 0  # Evaluate at the end only.
+  config.eval.num_images = 32
+  config.sweep = {"max_group_size": 8}  # Models per compiled program.
+  return config
+
+
+def sweep(add):
+  for latent_dim in LATENT_DIMS:
+    for beta in BETAS:
+      for seed in SEEDS:
+        add(**{"model.latent_dim": latent_dim, "objective.beta": beta,
+               "seed": seed})

@@ -1,0 +1,146 @@
+"""Vmapped groups and the sweep runner."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from conftest import REPO, SMALL, small_config
+from vae_jax import sweep
+from vae_jax import train
+
+POINTS = ({"objective.beta": 0.5, "seed": 0},
+          {"objective.beta": 1.0, "seed": 1, "optimizer.learning_rate": 3e-3},
+          {"objective.beta": 4.0, "seed": 2})
+
+
+def _params(workdir):
+  manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
+  return manager.restore(manager.latest_step(),
+                         args=ocp.args.StandardRestore())["params"]
+
+
+def _jsonl(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(l) for l in f]
+
+
+def test_group_equals_alone_and_kl_falls_with_beta(tmp_path):
+  configs = [small_config(**p) for p in POINTS]
+  dirs = [str(tmp_path / f"group{i}") for i in range(3)]
+  grouped = train.train_group(configs, dirs)
+  alone_dir = str(tmp_path / "alone")
+  alone = train.train_and_evaluate(small_config(**POINTS[1]), alone_dir)
+
+  # The point trained in the group ends as it does alone.
+  a, b = _params(dirs[1]), _params(alone_dir)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+  for key in ("nelbo", "kl", "recon"):
+    np.testing.assert_allclose(grouped[1][key], alone[key], rtol=1e-5)
+  rows_group, rows_alone = _jsonl(dirs[1]), _jsonl(alone_dir)
+  assert [r["step"] for r in rows_group] == [r["step"] for r in rows_alone]
+  for rg, ra in zip(rows_group, rows_alone):
+    for k in ra:
+      if k != "train/img_per_sec":
+        np.testing.assert_allclose(rg[k], ra[k], rtol=1e-5, err_msg=k)
+
+  # beta-VAE: the rate (KL) falls as beta rises.
+  kls = [r["kl"] for r in grouped]
+  assert kls[0] > kls[1] > kls[2], kls
+
+
+SWEEP_CONFIG = '''
+import os
+from vae_jax import config_utils
+
+def get_config(arg=None):
+  config = config_utils.get_config({base!r}, None, {small!r})
+  config.training.num_epochs = 0.1
+  config.sweep = {{"max_group_size": 2}}
+  return config
+
+def sweep(add):
+  for latent in (2, 4):
+    for beta in (0.5, 1.0, 2.0):
+      add(**{{"model.latent_dim": latent, "objective.beta": beta}})
+'''
+
+
+def _sweep_cmd(config_path, workdir, *extra):
+  return [sys.executable, "-m", "vae_jax.sweep", f"--config={config_path}",
+          f"--workdir={workdir}", *extra]
+
+
+def test_sweep_runs_lists_resumes_and_summarizes(tmp_path):
+  config_path = tmp_path / "tiny_sweep.py"
+  config_path.write_text(SWEEP_CONFIG.format(
+      base=os.path.join(REPO, "configs", "mnist_vae.py"), small=SMALL))
+  workdir = tmp_path / "sweep"
+
+  listed = subprocess.run(_sweep_cmd(config_path, workdir, "--list"),
+                          capture_output=True, text=True, cwd=REPO)
+  names = [l.split("\t")[1] for l in listed.stdout.splitlines()]
+  assert names[0] == "000_latent_dim=2_beta=0.5" and len(names) == 6
+  # Groups: same shapes together, at most max_group_size per group.
+  from vae_jax import config_utils  # pylint: disable=g-import-not-at-top
+  points = sweep.expand(str(config_path),
+                        config_utils.load_module(str(config_path)).get_config())
+  assert sweep.groups(points, 2) == [[0, 1], [2], [3, 4], [5]]
+
+  # Killed once the first group finished; the re-run trains only the rest.
+  proc = subprocess.Popen(_sweep_cmd(config_path, workdir), cwd=REPO,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  first = workdir / names[0] / "results.json"
+  deadline = time.time() + 300
+  while not first.exists() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.1)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert first.exists()
+  assert not (workdir / names[5] / "results.json").exists()
+  finished_at = first.stat().st_mtime_ns
+
+  out = subprocess.run(_sweep_cmd(config_path, workdir), capture_output=True,
+                       text=True, cwd=REPO)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert first.stat().st_mtime_ns == finished_at  # Not trained again.
+  for name in names:
+    for f in ("config.json", "results.json", "metrics.jsonl"):
+      assert (workdir / name / f).exists(), (name, f)
+  for f in ("summary.csv", "summary.json", "summary.md",
+            "rate_distortion.png", "elbo_vs_latent.png"):
+    assert (workdir / f).exists(), f
+  rows = json.loads((workdir / "summary.json").read_text())
+  assert len(rows) == 6
+  assert all(np.isfinite(r["rate"]) and np.isfinite(r["distortion"])
+             for r in rows)
+
+  # The summary can be rebuilt from the subdirectories alone.
+  for f in ("summary.csv", "summary.json", "rate_distortion.png"):
+    (workdir / f).unlink()
+  out = subprocess.run(_sweep_cmd(config_path, workdir, "--summarize"),
+                       capture_output=True, text=True, cwd=REPO)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert json.loads((workdir / "summary.json").read_text()) == rows
+  assert (workdir / "rate_distortion.png").exists()
+
+
+def test_index_runs_one_point_and_rejects_out_of_range(tmp_path):
+  config_path = tmp_path / "tiny_sweep.py"
+  config_path.write_text(SWEEP_CONFIG.format(
+      base=os.path.join(REPO, "configs", "mnist_vae.py"), small=SMALL))
+  workdir = tmp_path / "sweep"
+  out = subprocess.run(_sweep_cmd(config_path, workdir, "--index=4"),
+                       capture_output=True, text=True, cwd=REPO)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert sorted(os.listdir(workdir)) == ["004_latent_dim=4_beta=1.0"]
+  out = subprocess.run(_sweep_cmd(config_path, workdir, "--index=6"),
+                       capture_output=True, text=True, cwd=REPO)
+  assert out.returncode == 2 and "out of range" in out.stderr
