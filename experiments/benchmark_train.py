@@ -64,13 +64,11 @@ def step_only(repeats: int) -> dict:
   config = config_utils.get_config(
       os.path.join(REPO, "configs", "mnist_vae.py"), None, MODEL)
   setup = train.Setup([config])
-  state = setup.init_state(config)
+  state, loop_key, hparams, eval_key = setup.place(
+      [config], [setup.init_state(config)])
+  setup.compile(state, loop_key, hparams, eval_key)
   k = config.training.steps_per_call
   images = setup.chunk(0, k)
-  hparams, loop_key, eval_key = jax.device_put(
-      (train.hparams_of(config), jax.random.key(0), jax.random.key(1)),
-      setup.replicated)
-  setup.compile(state, loop_key, hparams, eval_key)
   n, finite = setup.scalar(k), setup.scalar(True)
   state, sums, finite = setup.run_steps(state, images, n, loop_key, hparams,
                                         setup.zero_sums(), finite)

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 import optax
 import orbax.checkpoint as ocp
 
@@ -201,9 +202,10 @@ def reconstruct(model: models.VAE, params: Any, x: jax.Array) -> jax.Array:
   return model.apply(params, posterior.mean, method="decode").mean()
 
 
-def sample_prior(model: models.VAE, params: Any, rng: jax.Array, n: int,
+def sample_prior(model: models.VAE, params: Any, seed: jax.Array, n: int,
                  latent_dim: int) -> jax.Array:
-  """E[x|z] for z ~ N(0, I), `[n, *event]`."""
+  """E[x|z] for z ~ N(0, I), `[n, *event]`, z drawn from the run's seed."""
+  _, rng = jax.random.split(jax.random.key(seed))
   z = jax.random.normal(rng, (n, latent_dim))
   return model.apply(params, z, method="decode").mean()
 
@@ -341,12 +343,15 @@ class Setup:
     # the "model" axis (when their number divides by it: else replicated).
     t = config.training
     model_axis = t.model_axis_size
-    self.mesh = jax.make_mesh((model_axis, jax.device_count() // model_axis),
-                              ("model", "data"))
+    self.mesh = jax.make_mesh(
+        (model_axis, jax.device_count() // model_axis), ("model", "data"),
+        axis_types=(jax.sharding.AxisType.Auto,) * 2)  # XLA propagates.
     self.replicated = jax.NamedSharding(self.mesh, jax.P())
     self.batch_sharding = jax.NamedSharding(self.mesh, jax.P(None, "data"))
     if self.grouped and self.num_models % model_axis == 0:
       self.model_sharding = jax.NamedSharding(self.mesh, jax.P("model"))
+      logging.info("Mesh %s: %d models split over the model axis.",
+                   dict(self.mesh.shape), self.num_models)
     else:
       if model_axis > 1:
         logging.warning("%d models do not divide over the model axis of %d "
@@ -393,15 +398,30 @@ class Setup:
 
   def init_state(self, config: ml_collections.ConfigDict) -> TrainState:
     rng_init, _ = _keys(config)
-    state = jax.jit(functools.partial(
+    # Built by every process inside jit: a replicated global array.
+    return jax.jit(functools.partial(
         create_train_state, model=self.model, tx=self.tx,
-        event_shape=self.data.event_shape))(rng_init)
-    return jax.device_put(state, self.replicated)
+        event_shape=self.data.event_shape),
+                   out_shardings=self.replicated)(rng_init)
+
+  def place(self, configs: list[ml_collections.ConfigDict],
+            states: list[TrainState]):
+    """(state, loop_keys, hparams, eval_keys) of the group, on the mesh.
+
+    Stacked on a leading model axis in a group, as they are for one model.
+    """
+
+    def build(states):
+      per_model = [(s, _keys(c)[1], hparams_of(c), _eval_key(c))
+                   for c, s in zip(configs, states)]
+      return _stack(per_model) if self.grouped else per_model[0]
+
+    return jax.jit(build, out_shardings=self.model_sharding)(states)
 
   def zero_sums(self) -> dict[str, jax.Array]:
     """Metric sums at the start of a logging window, one per model."""
     shape = (self.num_models,) if self.grouped else ()
-    return jax.device_put({k: jnp.zeros(shape, jnp.float32)
+    return jax.device_put({k: np.zeros(shape, np.float32)
                            for k in self.metric_names}, self.model_sharding)
 
   def chunk(self, start_step: int, num_steps: int) -> jax.Array:
@@ -411,7 +431,7 @@ class Setup:
 
   def evaluate(self, params, eval_keys, hparams) -> list[dict[str, float]]:
     """Test-set means per model, summed in float64 on the host."""
-    sums = jax.device_get(self.eval_sums(params, self.eval_images,
+    sums = _to_host(self.eval_sums(params, self.eval_images,
                                          self.eval_mask, eval_keys, hparams))
     n = len(self.data.test_images)
     per_model = []
@@ -445,16 +465,16 @@ class Setup:
   def scalar(self, value) -> jax.Array:
     """A replicated scalar: int32 step counts, bool flags."""
     return jax.device_put(
-        jnp.asarray(value, jnp.bool_ if isinstance(value, bool) else jnp.int32),
+        np.asarray(value, np.bool_ if isinstance(value, bool) else np.int32),
         self.replicated)
 
   def images(self, params, config) -> dict[str, np.ndarray]:
     """Reconstruction and prior-sample grids for one model."""
     n = config.eval.num_images
-    x = jnp.asarray(self.data.test_images[:n], jnp.float32) / 255.0
+    x = _global_array(self.data.test_images[:n].astype(np.float32) / 255.0,
+                      self.replicated)
     recon = self.reconstruct(params, x)
-    _, rng = jax.random.split(jax.random.key(config.seed))
-    samples = self.sample_prior(params, rng, n=n,
+    samples = self.sample_prior(params, self.scalar(config.seed), n=n,
                                 latent_dim=config.model.latent_dim)
     cols = min(n, 16)
     # Originals and their reconstructions in alternating rows.
@@ -478,6 +498,15 @@ def _eval_key(config: ml_collections.ConfigDict) -> jax.Array:
 def _global_array(x: np.ndarray, sharding: jax.NamedSharding) -> jax.Array:
   """A global array from data every process holds in full."""
   return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+
+def _to_host(tree):
+  """Numpy values of (possibly multi-process) global arrays."""
+  return jax.tree.map(
+      lambda x: np.asarray(x if x.is_fully_addressable
+                           else multihost_utils.process_allgather(x,
+                                                                  tiled=True)),
+      tree)
 
 
 def _all_finite(tree) -> bool:
@@ -520,17 +549,7 @@ def train_group(configs: list[ml_collections.ConfigDict],
         f.write(c.to_json(indent=2))
   metric_writers = [writers.MetricWriter(w, start) for w in workdirs]
 
-  hparams = [hparams_of(c) for c in configs]
-  loop_keys = [_keys(c)[1] for c in configs]
-  eval_keys = [_eval_key(c) for c in configs]
-  if setup.grouped:
-    state, hparams, loop_keys, eval_keys = (
-        _stack(states), _stack(hparams), _stack(loop_keys), _stack(eval_keys))
-  else:
-    state, hparams, loop_keys, eval_keys = (
-        states[0], hparams[0], loop_keys[0], eval_keys[0])
-  state, hparams, loop_keys, eval_keys = jax.device_put(
-      (state, hparams, loop_keys, eval_keys), setup.model_sharding)
+  state, loop_keys, hparams, eval_keys = setup.place(configs, states)
   setup.compile(state, loop_keys, hparams, eval_keys)
 
   logging.info("Training %d model(s) for %d steps (%d per epoch), global "
@@ -548,7 +567,7 @@ def train_group(configs: list[ml_collections.ConfigDict],
   def check_finite():
     """Raises TrainingDiverged if a step since the last check was bad."""
     if not bool(finite):
-      bad = int(np.max(jax.device_get(state.step))) - 1
+      bad = int(np.max(_to_host(state.step))) - 1
       last = managers[0].latest_step()
       raise TrainingDiverged(
           f"The loss or gradient became NaN or inf at step {bad}; training "
@@ -573,7 +592,7 @@ def train_group(configs: list[ml_collections.ConfigDict],
       check_finite()
 
       if itstime(step, t.log_every_steps, total):
-        host_sums = jax.device_get(sums)
+        host_sums = _to_host(sums)
         now, window = time.time(), step - window_step
         img_per_sec = window * t.batch_size / max(now - window_start, 1e-9)
         rate = (step - eta_start[1]) / max(now - eta_start[0], 1e-9)
@@ -650,7 +669,8 @@ def evaluate_workdir(config: ml_collections.ConfigDict,
   setup = Setup([config])
   state = manager.restore(step, args=ocp.args.StandardRestore(
       setup.init_state(config)))
-  metrics = setup.evaluate(state.params, _eval_key(config), hparams_of(config))[0]
+  state, _, hparams, eval_key = setup.place([config], [state])
+  metrics = setup.evaluate(state.params, eval_key, hparams)[0]
   write_results(workdir, config, setup, metrics, step)
   logging.info("eval at step %d: -ELBO %.3f nats (%.4f bits/dim)", step,
                metrics["nelbo"], metrics["bits_per_dim"])

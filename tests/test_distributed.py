@@ -1,0 +1,134 @@
+"""Data parallelism over simulated CPU devices and processes (subprocesses)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from conftest import REPO, SMALL, cli_args, run_cli
+
+STEPS_50 = 50 / 468  # num_epochs giving 50 steps of batch 128 on MNIST.
+
+
+def _devices(n):
+  return {"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
+
+
+def _losses(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(l) for l in f]
+  return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
+
+
+def _state(workdir, like=None):
+  """The last checkpoint; `like` gives the layout for one saved elsewhere."""
+  manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
+  return manager.restore(manager.latest_step(),
+                         args=ocp.args.StandardRestore(like))
+
+
+def test_eight_devices_follow_the_one_device_trajectory(tmp_path):
+  overrides = {"training.num_epochs": STEPS_50, "training.log_every_steps": 1,
+               "training.checkpoint_every_steps": 50, "eval.every_steps": 0}
+  trajectories = []
+  for n in (1, 8):
+    workdir = str(tmp_path / f"d{n}")
+    out = run_cli(workdir, overrides, env=_devices(n))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"on {n} device(s)" in out.stderr
+    trajectories.append(_losses(workdir))
+  one, eight = trajectories
+  assert sorted(one) == list(range(1, 51))
+  np.testing.assert_allclose([eight[s] for s in one], list(one.values()),
+                             rtol=1e-4)
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _two_processes(workdir, overrides):
+  port = _free_port()
+  base = [sys.executable, "-m", "vae_jax.main",
+          f"--config={os.path.join(REPO, 'configs', 'mnist_vae.py')}",
+          f"--workdir={workdir}", f"--coordinator_address=127.0.0.1:{port}",
+          "--num_processes=2", *cli_args({**SMALL, **overrides})]
+  procs = [subprocess.Popen(base + [f"--process_id={i}"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, **_devices(1)})
+           for i in (1, 0)]
+  outs = [p.communicate(timeout=300)[0] for p in procs]
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-3000:]
+  return outs[1]
+
+
+def test_two_processes_train_checkpoint_resume_and_match_one(tmp_path):
+  # Constant schedule, so stopping at step 20 and extending to 40 is the
+  # same run as going to 40 at once.
+  common = {"data.num_shards": 2, "optimizer.schedule": "constant",
+            "training.log_every_steps": 5, "training.steps_per_call": 5,
+            "training.checkpoint_every_steps": 10, "eval.every_steps": 0}
+  two = str(tmp_path / "two")
+  log = _two_processes(two, {**common, "training.num_epochs": 20 / 468})
+  assert "Process 0 of 2" in log and "on 2 device(s)" in log
+  assert max(_losses(two)) == 20
+  log = _two_processes(two, {**common, "training.num_epochs": 40 / 468})
+  assert "Resumed from the checkpoint at step 20" in log
+
+  one = str(tmp_path / "one")
+  out = run_cli(one, {**common, "training.num_epochs": 40 / 468})
+  assert out.returncode == 0, out.stderr[-3000:]
+  l1, l2 = _losses(one), _losses(two)
+  assert sorted(l1) == sorted(l2) == list(range(5, 41, 5))
+  np.testing.assert_allclose([l2[s] for s in l1], list(l1.values()),
+                             rtol=1e-4)
+  reference = _state(one)
+  for a, b in zip(jax.tree.leaves(reference),
+                  jax.tree.leaves(_state(two, like=reference))):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+SWEEP_CONFIG = '''
+from vae_jax import config_utils
+
+def get_config(arg=None):
+  config = config_utils.get_config({base!r}, None, {small!r})
+  config.training.num_epochs = 0.05
+  config.sweep = {{"max_group_size": 4}}
+  return config
+
+def sweep(add):
+  for beta in (0.5, 1.0, 2.0, 4.0):
+    add(**{{"objective.beta": beta}})
+'''
+
+
+def test_sweep_places_models_on_the_model_axis(tmp_path):
+  config_path = tmp_path / "axis_sweep.py"
+  config_path.write_text(SWEEP_CONFIG.format(
+      base=os.path.join(REPO, "configs", "mnist_vae.py"), small=SMALL))
+  results = []
+  for devices, model_axis in ((1, 1), (4, 4), (4, 2)):
+    workdir = tmp_path / f"sweep_{devices}_{model_axis}"
+    out = subprocess.run(
+        [sys.executable, "-m", "vae_jax.sweep", f"--config={config_path}",
+         f"--workdir={workdir}",
+         f"--config.training.model_axis_size={model_axis}"],
+        cwd=REPO, capture_output=True, text=True,
+        env={**os.environ, **_devices(devices)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    if model_axis > 1:
+      mesh = {"model": model_axis, "data": devices // model_axis}
+      assert f"Mesh {mesh}: 4 models split over the model axis" in out.stderr
+    rows = json.loads((workdir / "summary.json").read_text())
+    results.append([r["nelbo"] for r in rows])
+  np.testing.assert_allclose(results[1], results[0], rtol=1e-4)
+  np.testing.assert_allclose(results[2], results[0], rtol=1e-4)
