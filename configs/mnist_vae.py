@@ -65,6 +65,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.batch_size = 500
   config.eval.every_steps = 1000
   config.eval.num_images = 64  # Reconstructions and samples in the grids.
+  # Importance-sampled NLL after training (eval.json); 0 skips it.
+  config.eval.num_importance_samples = 100
+  config.eval.importance_chunk_size = 100
 
   if arg == "runlocal":
     config.training.num_epochs = 0.2

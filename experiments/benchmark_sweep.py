@@ -6,7 +6,9 @@ For each K, a group of K MLP VAEs 784-500-20 (batch 128, dynamic
 binarization, betas spread over [0.5, 4]) is compiled as one vmapped
 program and timed on a chunk of steps already on the device (median of
 --repeats calls of `training.steps_per_call` steps). "Sequential" is K times
-the measured time of one model, what K separate runs spend per step.
+the time of one model, what K separate runs spend per step; the one-model
+program is timed in alternation with each group, so both see the same
+machine load.
 Memory is XLA's compiled memory analysis of the group program (arguments,
 outputs and temporaries). Writes `benchmark_sweep.json` and `.md`.
 """
@@ -34,46 +36,60 @@ _OUT = flags.DEFINE_string("out", os.path.join(REPO, "experiments", "results"),
                            "Where the result files go.")
 
 
-def measure(k: int, repeats: int) -> dict:
-  configs = [config_utils.get_config(
-      os.path.join(REPO, "configs", "mnist_vae.py"), None,
-      {"objective.beta": float(b), "seed": i})
-             for i, b in enumerate(np.linspace(0.5, 4.0, k))]
-  setup = train.Setup(configs)
-  state, keys, hparams, eval_keys = setup.place(
-      configs, [setup.init_state(c) for c in configs])
-  setup.compile(state, keys, hparams, eval_keys)
-  memory = setup.run_steps.memory_analysis()
-  steps = configs[0].training.steps_per_call
-  images, n = setup.chunk(0, steps), setup.scalar(steps)
-  sums, finite = setup.zero_sums(), setup.scalar(True)
-  state, sums, finite = setup.run_steps(state, images, n, keys, hparams, sums,
-                                        finite)
-  jax.block_until_ready(sums)
-  times = []
-  for _ in range(repeats):
+class Program:
+  """A compiled group of k models and the inputs to time it on."""
+
+  def __init__(self, k: int):
+    configs = [config_utils.get_config(
+        os.path.join(REPO, "configs", "mnist_vae.py"), None,
+        {"objective.beta": float(b), "seed": i})
+               for i, b in enumerate(np.linspace(0.5, 4.0, k))]
+    self.setup = setup = train.Setup(configs)
+    self.state, self.keys, self.hparams, eval_keys = setup.place(
+        configs, [setup.init_state(c) for c in configs])
+    setup.compile(self.state, self.keys, self.hparams, eval_keys)
+    self.memory = setup.run_steps.memory_analysis()
+    self.steps = configs[0].training.steps_per_call
+    self.images, self.n = setup.chunk(0, self.steps), setup.scalar(self.steps)
+    self.sums, self.finite = setup.zero_sums(), setup.scalar(True)
+    self.call()  # Warm-up.
+
+  def call(self) -> float:
+    """Seconds per step of one chunk."""
     start = time.perf_counter()
-    state, sums, finite = setup.run_steps(state, images, n, keys, hparams,
-                                          sums, finite)
-    jax.block_until_ready(sums)
-    times.append(time.perf_counter() - start)
-  assert bool(finite)
-  return {"models": k, "ms_per_step": 1e3 * float(np.median(times)) / steps,
-          "memory_mb": (memory.argument_size_in_bytes
-                        + memory.output_size_in_bytes
-                        + memory.temp_size_in_bytes) / 2**20,
-          "temp_mb": memory.temp_size_in_bytes / 2**20}
+    self.state, self.sums, self.finite = self.setup.run_steps(
+        self.state, self.images, self.n, self.keys, self.hparams, self.sums,
+        self.finite)
+    jax.block_until_ready(self.sums)
+    assert bool(self.finite)
+    return (time.perf_counter() - start) / self.steps
+
+  def memory_mb(self) -> float:
+    m = self.memory
+    return (m.argument_size_in_bytes + m.output_size_in_bytes
+            + m.temp_size_in_bytes) / 2**20
+
+
+def measure(k: int, single: Program, repeats: int) -> dict:
+  """Times the k-model group and one model alternately, in one run."""
+  group = single if k == 1 else Program(k)
+  group_times, single_times = [], []
+  for _ in range(repeats):
+    group_times.append(group.call())
+    single_times.append(single.call())
+  one = float(np.median(single_times))
+  vmapped = float(np.median(group_times))
+  return {"models": k, "ms_per_step": 1e3 * vmapped,
+          "sequential_ms_per_step": 1e3 * k * one,
+          "vmapped_over_sequential": vmapped / (k * one),
+          "memory_mb": group.memory_mb(),
+          "sequential_memory_mb": single.memory_mb()}
 
 
 def main(argv):
   del argv
-  rows = [measure(int(k), _REPEATS.value) for k in _SIZES.value]
-  single = next(r for r in rows if r["models"] == 1)
-  for r in rows:
-    r["sequential_ms_per_step"] = r["models"] * single["ms_per_step"]
-    r["vmapped_over_sequential"] = (r["ms_per_step"]
-                                    / r["sequential_ms_per_step"])
-    r["sequential_memory_mb"] = single["memory_mb"]  # One model at a time.
+  single = Program(1)
+  rows = [measure(int(k), single, _REPEATS.value) for k in _SIZES.value]
   device = jax.devices()[0]
   results = {"model": "MLP VAE 784-500-20, batch 128, dynamic binarization",
              "device": f"{device.platform}: {device.device_kind}",

@@ -20,6 +20,7 @@ SMALL = {
     "eval.every_steps": 30,
     "eval.batch_size": 1000,
     "eval.num_images": 16,
+    "eval.num_importance_samples": 10,
 }
 
 

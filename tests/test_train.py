@@ -58,6 +58,10 @@ def test_trains_on_mnist_and_writes_outputs(tmp_path, monkeypatch):
       final["nelbo"] / (784 * np.log(2)))
   train_rows = [r for r in _jsonl(workdir) if "train/loss" in r]
   assert len(train_rows) == 14 and train_rows[0]["train/img_per_sec"] > 0
+  with open(os.path.join(workdir, "eval.json")) as f:
+    nll = json.load(f)  # The importance-sampled NLL run after training.
+  assert nll["num_importance_samples"] == 10
+  assert nll["nll"] <= results["test/nelbo"] + 0.5
   for name in ("config.json", "results.json", "metrics.jsonl",
                "images/reconstructions_00000140.png",
                "images/samples_00000140.png"):

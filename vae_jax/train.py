@@ -635,6 +635,16 @@ def train_group(configs: list[ml_collections.ConfigDict],
   for i, (c, w, mw) in enumerate(zip(configs, workdirs, metric_writers)):
     mw.close()
     write_results(w, c, setup, final[i], total)
+  for c, w in zip(configs, workdirs):
+    if jax.process_count() > 1:
+      # The importance-sampling evaluator runs in one process for now.
+      logging.info("Multi-process run: score it with `python -m "
+                   "vae_jax.evaluate --workdir=%s` on one host.", w)
+    elif c.eval.get("num_importance_samples", 0) > 0:
+      from vae_jax import evaluate  # pylint: disable=g-import-not-at-top
+      nll = evaluate.evaluate_workdir_nll(w)
+      logging.info("%s: test NLL %.3f +- %.3f nats (k=%d).", w, nll["nll"],
+                   nll["nll_stderr"], c.eval.num_importance_samples)
   return final
 
 
