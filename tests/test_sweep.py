@@ -73,15 +73,20 @@ def sweep(add):
 '''
 
 
+def _write_sweep_config(tmp_path):
+  config_path = tmp_path / "tiny_sweep.py"
+  config_path.write_text(SWEEP_CONFIG.format(
+      base=os.path.join(REPO, "configs", "mnist_vae.py"), small=SMALL))
+  return config_path
+
+
 def _sweep_cmd(config_path, workdir, *extra):
   return [sys.executable, "-m", "vae_jax.sweep", f"--config={config_path}",
           f"--workdir={workdir}", *extra]
 
 
 def test_sweep_runs_lists_resumes_and_summarizes(tmp_path):
-  config_path = tmp_path / "tiny_sweep.py"
-  config_path.write_text(SWEEP_CONFIG.format(
-      base=os.path.join(REPO, "configs", "mnist_vae.py"), small=SMALL))
+  config_path = _write_sweep_config(tmp_path)
   workdir = tmp_path / "sweep"
 
   listed = subprocess.run(_sweep_cmd(config_path, workdir, "--list"),
@@ -133,9 +138,7 @@ def test_sweep_runs_lists_resumes_and_summarizes(tmp_path):
 
 
 def test_index_runs_one_point_and_rejects_out_of_range(tmp_path):
-  config_path = tmp_path / "tiny_sweep.py"
-  config_path.write_text(SWEEP_CONFIG.format(
-      base=os.path.join(REPO, "configs", "mnist_vae.py"), small=SMALL))
+  config_path = _write_sweep_config(tmp_path)
   workdir = tmp_path / "sweep"
   out = subprocess.run(_sweep_cmd(config_path, workdir, "--index=4"),
                        capture_output=True, text=True, cwd=REPO)
