@@ -29,8 +29,9 @@ from vae_jax import config_utils
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = config_utils.load_module(
-      os.path.join(os.path.dirname(__file__), "mnist_vae.py")).get_config(arg)
+  base = config_utils.load_module(
+      os.path.join(os.path.dirname(__file__), "mnist_vae.py"))
+  config = base.get_config()
   config.data.binarization = "dynamic"
 
   config.model.hidden = (200, 200)
@@ -50,6 +51,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.importance_chunk_size = 100
 
   if arg == "runlocal":
-    config.training.num_epochs = 0.2
-    config.eval.num_importance_samples = 100
+    base.runlocal(config)
   return config

@@ -1,6 +1,7 @@
 r"""Rate-distortion sweep: latent size x beta on dynamically binarized MNIST.
 
-36 points (6 latent sizes x 6 betas) of the default MLP VAE. Points with the
+36 points (6 latent sizes x 6 betas) of an MLP VAE 784-500-z (one hidden
+layer, a shorter schedule than the default config's). Points with the
 same latent size train together in one vmapped program (6 groups of 6).
 
   python -m vae_jax.sweep --config=configs/sweep_beta_latent.py --workdir=workdirs/sweep
@@ -19,13 +20,23 @@ SEEDS = (0,)
 
 
 def get_config(arg: str | None = None):
-  config = config_utils.load_module(
-      os.path.join(os.path.dirname(__file__), "mnist_vae.py")).get_config(arg)
+  base = config_utils.load_module(
+      os.path.join(os.path.dirname(__file__), "mnist_vae.py"))
+  config = base.get_config()
+  # The MLP VAE 784-500-z of the sweep results in the README.
+  config.model.hidden = (500,)
+  config.optimizer.learning_rate = 5e-3
+  config.optimizer.warmup_steps = 100
+  config.optimizer.end_learning_rate_fraction = 0.05
   config.training.num_epochs = 10.0
+  config.training.log_every_steps = 200
   config.training.checkpoint_every_steps = 1000
   config.eval.every_steps = 0  # Evaluate at the end only.
   config.eval.num_images = 32
+  config.eval.num_importance_samples = 100
   config.sweep = {"max_group_size": 8}  # Models per compiled program.
+  if arg == "runlocal":
+    base.runlocal(config)
   return config
 
 

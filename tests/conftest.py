@@ -13,6 +13,8 @@ DEFAULT_CONFIG = os.path.join(REPO, "configs", "mnist_vae.py")
 SMALL = {
     "model.hidden": (128,),
     "model.latent_dim": 8,
+    "optimizer.learning_rate": 5e-3,
+    "optimizer.warmup_steps": 100,
     "training.num_epochs": 0.2,
     "training.steps_per_call": 10,
     "training.log_every_steps": 10,

@@ -38,10 +38,14 @@ def test_group_equals_alone_and_kl_falls_with_beta(tmp_path):
   alone_dir = str(tmp_path / "alone")
   alone = train.train_and_evaluate(small_config(**POINTS[1]), alone_dir)
 
-  # The point trained in the group ends as it does alone.
+  # The point trained in the group ends as it does alone. The batched matmul
+  # rounds differently, and Adam scales the kernel rows of pixels that are
+  # almost never lit (gradients ~1e-9) up to full steps, so a few of those
+  # differ by ~1e-5; a wrong key, batch or hyperparameter moves every weight
+  # by ~1e-2 (the learning rate times the steps).
   a, b = _params(dirs[1]), _params(alone_dir)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-4)
   for key in ("nelbo", "kl", "recon"):
     np.testing.assert_allclose(grouped[1][key], alone[key], rtol=1e-5)
   rows_group, rows_alone = _jsonl(dirs[1]), _jsonl(alone_dir)
@@ -63,6 +67,8 @@ from vae_jax import config_utils
 def get_config(arg=None):
   config = config_utils.get_config({base!r}, None, {small!r})
   config.training.num_epochs = 0.1
+  config.data.eval_split = "test[:1000]"  # Scoring is tested elsewhere.
+  config.eval.num_importance_samples = 0
   config.sweep = {{"max_group_size": 2}}
   return config
 

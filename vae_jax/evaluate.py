@@ -47,13 +47,14 @@ from absl import flags
 from absl import logging
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from vae_jax import input_pipeline
 from vae_jax import losses
 from vae_jax import models
 from vae_jax import objectives
+from vae_jax import trained
+from vae_jax import writers
 from vae_jax.errors import UserError
 
 # The shared per-example code: the IWAE objective trains on the same weights.
@@ -367,54 +368,6 @@ def batch_flops(model: models.VAE, params: Any, batch_size: int,
 # Workdirs.
 
 
-def _load_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    raise UserError(f"Workdir {workdir} has no config.json: give the workdir "
-                    "of a training run.")
-  with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  config.model.hidden = tuple(config.model.hidden)  # JSON made it a list.
-  return config
-
-
-def _format_eta(seconds: float) -> str:
-  seconds = int(seconds)
-  return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-def _latest_checkpoint(workdir: str, config: ml_collections.ConfigDict):
-  """(manager, step) of the latest checkpoint, or UserError if none."""
-  from vae_jax import train  # pylint: disable=g-import-not-at-top
-  # Checked first: the manager would create the directory.
-  if os.path.isdir(os.path.join(workdir, "checkpoints")):
-    manager = train.checkpoint_manager(workdir, config)
-    step = manager.latest_step()
-    if step is not None:
-      return manager, step
-  raise UserError(f"Workdir {workdir} holds no checkpoint to evaluate; "
-                  "train first.")
-
-
-def _restore_params(manager, step: int, model: models.VAE,
-                    event_shape: tuple[int, ...]) -> Any:
-  """The parameters saved at `step`, checked against the model's shapes."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  # Only the parameters are needed: restoring without a target skips
-  # rebuilding the optimizer state.
-  params = manager.restore(step, args=ocp.args.StandardRestore())["params"]
-  expected = jax.eval_shape(
-      lambda: model.init(jax.random.key(0),
-                         jnp.zeros((1, *event_shape), jnp.float32),
-                         jax.random.key(0)))
-  shapes = lambda t: jax.tree.map(lambda a: tuple(a.shape), t)
-  if (jax.tree.structure(params) != jax.tree.structure(expected)
-      or shapes(params) != shapes(expected)):
-    raise UserError(f"The checkpoint at step {step} in {manager.directory} "
-                    "does not match the model in its config.json.")
-  return jax.tree.map(lambda a, e: jnp.asarray(a, e.dtype), params, expected)
-
-
 def evaluate_workdir_nll(workdir: str,
                          num_importance_samples: int | None = None,
                          chunk_size: int | None = None,
@@ -438,7 +391,11 @@ def evaluate_workdir_nll(workdir: str,
   start_time = time.time()
   if not os.path.isdir(workdir):
     raise UserError(f"Workdir {workdir} does not exist.")
-  config = _load_config(workdir)
+  config = trained.load_config(workdir)
+  if not models.is_vae(config.model):
+    raise UserError(f"Workdir {workdir} holds an autoencoder "
+                    f"({config.model.name}): it has no likelihood to "
+                    "importance-sample; its test metrics are in results.json.")
   k = (num_importance_samples if num_importance_samples is not None else
        config.eval.get("num_importance_samples",
                        DEFAULT_NUM_IMPORTANCE_SAMPLES))
@@ -454,15 +411,16 @@ def evaluate_workdir_nll(workdir: str,
     raise UserError(f"Batch size {batch_size} does not divide across the "
                     f"{num_devices} devices; use a multiple of {num_devices}.")
   models.validate_config(config.model)
-  manager, step = _latest_checkpoint(workdir, config)
+  manager, step = trained.latest_checkpoint(workdir, config)
 
   data = input_pipeline.load(config.data)
   model = models.create_model(config.model, data.event_shape)
-  params = _restore_params(manager, step, model, data.event_shape)
+  params = trained.restore_params(manager, step, model, data.event_shape)
   images, mask = input_pipeline.eval_batches(data.test_images, batch_size)
   num_batches = images.shape[0]
 
-  mesh = jax.make_mesh((num_devices,), ("data",))
+  mesh = jax.make_mesh((num_devices,), ("data",),
+                       axis_types=(jax.sharding.AxisType.Auto,))
   replicated = jax.NamedSharding(mesh, jax.P())
   batch_sharding = jax.NamedSharding(mesh, jax.P("data"))
   params = jax.device_put(params, replicated)
@@ -498,7 +456,7 @@ def evaluate_workdir_nll(workdir: str,
       rate = (i + 1) / (now - loop_start)
       logging.info("batch %d/%d (%.0f%%)  %.1f s  ETA %s", i + 1, num_batches,
                    100 * (i + 1) / num_batches, now - loop_start,
-                   _format_eta((num_batches - i - 1) / rate))
+                   writers.format_eta((num_batches - i - 1) / rate))
       last_log = now
   eval_time = time.time() - loop_start
   stacked = {name: np.stack([o[name] for o in outputs]) for name in outputs[0]}

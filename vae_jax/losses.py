@@ -114,3 +114,83 @@ def negative_elbo(log_likelihood: jax.Array, kl: jax.Array,
 def bits_per_dim(nats: jax.Array, num_dims: int) -> jax.Array:
   """Converts a per-example negative log-likelihood in nats to bits/dim."""
   return nats / (num_dims * math.log(2.0))
+
+
+def free_bits_kl(kl_per_unit: jax.Array, floor: float | jax.Array
+                 ) -> jax.Array:
+  """The KL term with a floor of `floor` nats per latent unit, `[B]`.
+
+  Free bits (Kingma et al., 2016): the objective uses, for each latent
+  unit d, max(floor, KL_d) with KL_d the batch mean of that unit's KL. A
+  unit whose batch-mean KL is under the floor costs `floor` nats and gets
+  no gradient pushing it further towards the prior, which counters
+  posterior collapse. Per example, unit d contributes KL_bd when its batch
+  mean is above the floor and `floor` otherwise, so the batch mean of the
+  result is exactly sum_d max(floor, KL_d) and its gradient that of the
+  units above the floor.
+
+  Args:
+    kl_per_unit: `[B, Z]` KL of each unit (`kl_to_std_normal`).
+    floor: nats per unit; 0 gives the plain KL.
+
+  Returns:
+    `[B]` the KL term to weight by beta.
+  """
+  above = jnp.mean(kl_per_unit, axis=0) > floor
+  return jnp.sum(jnp.where(above, kl_per_unit, floor), axis=-1)
+
+
+def kl_warmup_weight(beta: float | jax.Array, step: jax.Array,
+                     warmup_steps: int) -> jax.Array:
+  """beta * min(1, step / warmup_steps): the KL weight ramps 0 -> beta."""
+  if warmup_steps <= 0:
+    return jnp.asarray(beta, jnp.float32)
+  return beta * jnp.minimum(1.0, step.astype(jnp.float32) / warmup_steps)
+
+
+def squared_error(x: jax.Array, y: jax.Array, event_ndim: int) -> jax.Array:
+  """Mean squared error per example over the event dimensions, `[...]`."""
+  return jnp.mean(jnp.square(x - y),
+                  axis=tuple(range(x.ndim - event_ndim, x.ndim)))
+
+
+def psnr(mse: jax.Array, max_value: float = 1.0) -> jax.Array:
+  """Peak signal-to-noise ratio in dB, 10 log10(max^2 / MSE), per example.
+
+  The MSE is floored at 1e-10 (100 dB for max 1), so an exact
+  reconstruction gives a finite number that averages.
+  """
+  return 10.0 * jnp.log10(max_value**2 / jnp.maximum(mse, 1e-10))
+
+
+def l1_penalty(code: jax.Array) -> jax.Array:
+  """sum_j |h_j| over the code units, `[B]` for a `[B, Z]` code."""
+  return jnp.sum(jnp.abs(code), axis=-1)
+
+
+def bernoulli_kl(rho: float | jax.Array, rho_hat: jax.Array) -> jax.Array:
+  """KL(Bernoulli(rho) || Bernoulli(rho_hat)) elementwise, in nats.
+
+  rho log(rho / rho_hat) + (1 - rho) log((1 - rho) / (1 - rho_hat)); the
+  sparsity penalty of sparse autoencoders (Ng, 2011) with rho the target
+  mean activation of a sigmoid unit and rho_hat its measured mean. rho_hat
+  is squeezed affinely from [0, 1] into [1e-6, 1 - 1e-6]: saturated units
+  give a finite penalty and, unlike with a clip alone, still a gradient that
+  pulls them back. Values outside [0, 1] (codes that are not sigmoid
+  outputs, whose penalty is weighted by 0) are clipped so it stays finite.
+  """
+  eps = 1e-6
+  rho_hat = jnp.clip(eps + (1.0 - 2.0 * eps) * rho_hat, eps, 1.0 - eps)
+  return (rho * jnp.log(rho / rho_hat)
+          + (1.0 - rho) * jnp.log((1.0 - rho) / (1.0 - rho_hat)))
+
+
+def sparsity_penalty(code: jax.Array, rho: float | jax.Array) -> jax.Array:
+  """sum_j KL(rho || rho_hat_j), rho_hat_j the batch mean of unit j, `[B]`.
+
+  A batch-level term: every example carries the same value, so the batch
+  mean of the result is the penalty and its gradient reaches each example
+  through rho_hat. `code` is `[B, Z]` with activations in (0, 1).
+  """
+  penalty = jnp.sum(bernoulli_kl(rho, jnp.mean(code, axis=0)))
+  return jnp.broadcast_to(penalty, code.shape[:1])

@@ -5,10 +5,15 @@ An objective is a pure function
     objective(params, x, rng, hparams) -> (loss, metrics)
 
 with `x` a `[B, *event]` batch of model inputs, `loss` shaped `[B]` and
-`metrics` a dict of `[B]` arrays in nats. `hparams` holds the scalar
-hyperparameters that may differ between models trained together in one
-vmapped group (beta, ...); everything that changes shapes or code paths is
-fixed when the objective is created (`objective.num_samples`, ...).
+`metrics` a dict of `[B]` arrays (nats, or dB for PSNR). `hparams` holds the
+scalar hyperparameters that may differ between models trained together in
+one vmapped group (beta, ...); the train step adds `step`, the update count,
+for schedules such as the KL warm-up (evaluation passes no `step` and scores
+the full objective). Everything that changes shapes or code paths is fixed
+when the objective is created (`objective.num_samples`, the corruption, ...).
+
+VAEs train on `elbo` (beta-VAE, KL warm-up, free bits) or `iwae`;
+autoencoders on `ae` (plain, denoising, sparse).
 
 The importance weights of a diagonal Gaussian posterior live here too
 (`importance_terms`, `log_importance_weights`, `iwae_bound`): the IWAE
@@ -25,13 +30,26 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from vae_jax import corruption
 from vae_jax import losses
 from vae_jax import models
 from vae_jax.errors import UserError
 
 Objective = Callable[[Any, jax.Array, jax.Array, dict[str, jax.Array]],
                      tuple[jax.Array, dict[str, jax.Array]]]
-OBJECTIVES = ("elbo", "iwae")
+OBJECTIVES = ("elbo", "iwae", "ae")
+VAE_OBJECTIVES = ("elbo", "iwae")
+# A code unit whose activation is below this counts as near zero.
+NEAR_ZERO = 0.01
+# ELBO fields added after the first release, with the values that reproduce
+# what configs written before them trained.
+ADDED_FIELDS = {"kl_warmup_steps": 0, "free_bits": 0.0}
+AE_FIELDS = ("corruption", "noise_level", "l1_weight", "sparsity_weight",
+             "sparsity_target")
+
+
+def _field(config: ml_collections.ConfigDict, name: str):
+  return config.get(name, ADDED_FIELDS[name])
 
 
 def num_samples_of(config: ml_collections.ConfigDict) -> int:
@@ -39,10 +57,26 @@ def num_samples_of(config: ml_collections.ConfigDict) -> int:
   return config.get("num_samples", 1)
 
 
-def validate_config(config: ml_collections.ConfigDict) -> None:
+def validate_config(config: ml_collections.ConfigDict,
+                    model_config: ml_collections.ConfigDict | None = None
+                    ) -> None:
+  """Raises UserError for an objective config (and model) that cannot run."""
   if config.name not in OBJECTIVES:
     raise UserError(f"Unknown objective.name {config.name!r}; "
                     f"known: {', '.join(OBJECTIVES)}.")
+  if model_config is not None:
+    vae = models.is_vae(model_config)
+    if vae and config.name == "ae":
+      raise UserError(f"objective.name='ae' trains autoencoders; "
+                      f"model.name={model_config.name!r} is a VAE: use elbo "
+                      "or iwae.")
+    if not vae and config.name != "ae":
+      raise UserError(f"objective.name={config.name!r} needs a VAE; "
+                      f"model.name={model_config.name!r} is an autoencoder: "
+                      "use objective.name='ae'.")
+  if config.name == "ae":
+    _validate_ae(config, model_config)
+    return
   if config.beta < 0:
     raise UserError(f"objective.beta must be >= 0, got {config.beta}.")
   k = num_samples_of(config)
@@ -54,16 +88,58 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise UserError(f"objective.beta={config.beta} has no meaning for the "
                     "iwae objective; leave it at 1.0 (use elbo for a "
                     "beta-VAE).")
+  warmup, free_bits = _field(config, "kl_warmup_steps"), _field(
+      config, "free_bits")
+  if warmup < 0 or free_bits < 0:
+    raise UserError("objective.kl_warmup_steps and objective.free_bits must "
+                    f"be >= 0, got {warmup} and {free_bits}.")
+  if config.name == "iwae" and (warmup or free_bits):
+    raise UserError("objective.kl_warmup_steps and objective.free_bits "
+                    "shape the elbo objective's KL term; the iwae bound has "
+                    "none: set them to 0.")
+
+
+def _validate_ae(config: ml_collections.ConfigDict,
+                 model_config: ml_collections.ConfigDict | None) -> None:
+  missing = [f for f in AE_FIELDS if f not in config]
+  if missing:
+    raise UserError(f"objective.name='ae' needs objective.{', '.join(missing)}"
+                    ": start from configs/mnist_ae.py (its ae_objective() "
+                    "holds them all).")
+  corruption.validate(config.corruption, config.noise_level)
+  if config.l1_weight < 0 or config.sparsity_weight < 0:
+    raise UserError("objective.l1_weight and objective.sparsity_weight must "
+                    f"be >= 0, got {config.l1_weight} and "
+                    f"{config.sparsity_weight}.")
+  if not 0 < config.sparsity_target < 1:
+    raise UserError("objective.sparsity_target (rho) must be in (0, 1), got "
+                    f"{config.sparsity_target}.")
+  if config.sparsity_weight > 0 and model_config is not None:
+    activation = models.field(model_config, "code_activation")
+    if activation != "sigmoid":
+      raise UserError("The KL sparsity penalty compares mean activations "
+                      "with a probability rho: it needs "
+                      f"model.code_activation='sigmoid', got {activation!r}.")
 
 
 def hparams(config: ml_collections.ConfigDict) -> dict[str, float]:
   """The objective's per-model scalar hyperparameters."""
+  if config.name == "ae":
+    return {"noise_level": float(config.noise_level),
+            "l1_weight": float(config.l1_weight),
+            "sparsity_weight": float(config.sparsity_weight),
+            "sparsity_target": float(config.sparsity_target)}
   return {"beta": float(config.beta)}
 
 
 def metric_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """The keys of the metrics dict the objective returns."""
-  del config  # Every objective so far reports the same terms.
+  """The keys of the metrics dict the objective returns (None: a VAE's)."""
+  if config is not None and config.name == "ae":
+    names = ("loss", "recon", "mse", "psnr", "l1", "sparsity", "code_mean",
+             "code_near_zero")
+    if config.corruption != "none":
+      names += ("psnr_input",)
+    return names
   return ("loss", "recon", "kl", "nelbo")
 
 
@@ -144,19 +220,23 @@ def iwae_bound(log_weights: jax.Array) -> jax.Array:
 # Objectives.
 
 
-def elbo_objective(model, num_samples: int = 1) -> Objective:
+def elbo_objective(model, num_samples: int = 1, kl_warmup_steps: int = 0,
+                   free_bits: float = 0.0) -> Objective:
   """The beta-VAE loss with `num_samples` reparameterized samples per example.
 
   -ELBO_beta = -E_q[log p(x|z)] + beta KL(q(z|x) || p(z)), the expectation
-  estimated by the mean over the samples and the KL in closed form.
+  estimated by the mean over the samples and the KL in closed form. In
+  training the KL weight ramps linearly from 0 to beta over
+  `kl_warmup_steps` steps, and with `free_bits` > 0 the KL term is
+  `losses.free_bits_kl` (a floor per latent unit).
   Metrics: `recon` = -log p(x|z), `kl` = KL(q(z|x) || p(z)) and
-  `nelbo` = recon + kl, the unweighted bound on -log p(x) whatever beta is.
+  `nelbo` = recon + kl, the unweighted bound on -log p(x) whatever beta,
+  warm-up and free bits are.
   """
 
   def objective(params, x, rng, hparams):
     if num_samples == 1:
-      # The path of runs made before num_samples existed: they resume and
-      # reproduce bit for bit.
+      # The model's own forward pass (encode, sample, decode) with one draw.
       out = model.apply(params, x, rng)
       posterior = out.posterior
       log_likelihood = out.likelihood.log_prob(x)
@@ -166,9 +246,14 @@ def elbo_objective(model, num_samples: int = 1) -> Objective:
                                 num_samples=num_samples)
       log_likelihood = jnp.mean(
           model.apply(params, z, method="decode").log_prob(x), axis=0)
-    kl = jnp.sum(losses.kl_to_std_normal(posterior.mean, posterior.log_var),
-                 axis=-1)
-    loss = losses.negative_elbo(log_likelihood, kl, hparams["beta"])
+    kl_per_unit = losses.kl_to_std_normal(posterior.mean, posterior.log_var)
+    kl = jnp.sum(kl_per_unit, axis=-1)
+    kl_term = (losses.free_bits_kl(kl_per_unit, free_bits) if free_bits > 0
+               else kl)
+    beta = hparams["beta"]
+    if kl_warmup_steps > 0 and "step" in hparams:
+      beta = losses.kl_warmup_weight(beta, hparams["step"], kl_warmup_steps)
+    loss = losses.negative_elbo(log_likelihood, kl_term, beta)
     return loss, {"loss": loss, "recon": -log_likelihood, "kl": kl,
                   "nelbo": -log_likelihood + kl}
 
@@ -204,9 +289,57 @@ def iwae_objective(model, num_samples: int) -> Objective:
   return objective
 
 
-def create(config: ml_collections.ConfigDict, model) -> Objective:
+def ae_objective(model, corruption_name: str = "none") -> Objective:
+  """Autoencoders: plain, denoising and sparse, by their hyperparameters.
+
+  loss = -log p(x | h) + l1_weight sum_j |h_j|
+         + sparsity_weight sum_j KL(rho || rho_hat_j),
+  h = encode(corrupt(x)): a denoising autoencoder encodes a corrupted input
+  (`corruption_name` at `hparams["noise_level"]`, drawn with the step's
+  key) and is scored on reconstructing the clean x. -log p(x|h) is the
+  Bernoulli cross-entropy or the Gaussian negative log-density (MSE / 2
+  sigma^2 plus its constants), in nats.
+
+  Metrics: `recon` (nats), `mse` and `psnr` (dB) of E[x|h] against the
+  clean x, `psnr_input` (dB) of the corrupted input against the clean x
+  (denoising only), the two penalties as added to the loss (`l1`,
+  `sparsity`), `code_mean` (mean activation of the code units) and
+  `code_near_zero` (fraction of units with |h_j| < NEAR_ZERO).
+  """
+
+  def objective(params, x, rng, hparams):
+    event_ndim = x.ndim - 1
+    x_in = corruption.corrupt(corruption_name, x, rng, hparams["noise_level"])
+    out = model.apply(params, x_in)
+    code, likelihood = out.code, out.likelihood
+    recon = -likelihood.log_prob(x)
+    l1 = hparams["l1_weight"] * losses.l1_penalty(code)
+    sparsity = hparams["sparsity_weight"] * losses.sparsity_penalty(
+        code, hparams["sparsity_target"])
+    loss = recon + l1 + sparsity
+    mse = losses.squared_error(likelihood.mean(), x, event_ndim)
+    metrics = {"loss": loss, "recon": recon, "mse": mse,
+               "psnr": losses.psnr(mse), "l1": l1, "sparsity": sparsity,
+               "code_mean": jnp.mean(code, axis=-1),
+               "code_near_zero": jnp.mean(jnp.abs(code) < NEAR_ZERO,
+                                          axis=-1).astype(jnp.float32)}
+    if corruption_name != "none":
+      metrics["psnr_input"] = losses.psnr(
+          losses.squared_error(x_in, x, event_ndim))
+    return loss, metrics
+
+  return objective
+
+
+def create(config: ml_collections.ConfigDict, model,
+           model_config: ml_collections.ConfigDict | None = None
+           ) -> Objective:
   """The objective named by the `objective` config section."""
-  validate_config(config)
+  validate_config(config, model_config)
+  if config.name == "ae":
+    return ae_objective(model, config.corruption)
   if config.name == "iwae":
     return iwae_objective(model, num_samples_of(config))
-  return elbo_objective(model, num_samples_of(config))
+  return elbo_objective(model, num_samples_of(config),
+                        _field(config, "kl_warmup_steps"),
+                        _field(config, "free_bits"))

@@ -11,14 +11,16 @@ point. Point i trains in `DIR/<i>_<overrides>/`, which holds exactly what a
 single run's workdir holds.
 
 Points whose configs differ only in `train.GROUP_HPARAMS` (seed, learning
-rate, beta) have arrays of the same shapes: they are stacked into groups of
-at most `sweep.max_group_size` and trained by one vmapped train step. Within a
-group the data batches are shared (the order comes from `data.shuffle_seed`,
-which is the same for all), while each model keeps its own initialization,
-binarization noise and latent noise from its own seed: a point trained in a
-group ends as it would alone. Points that differ in shapes (latent size,
-widths) go to different groups. Re-running resumes: finished points are
-skipped, unfinished groups continue from their last common checkpoint.
+rate, beta, the autoencoder penalties and noise level) have arrays of the
+same shapes: they are stacked into groups of at most `sweep.max_group_size`
+and trained by one vmapped train step. Within a group the data batches are
+shared: their order and their binarization noise come from
+`data.shuffle_seed`, which is the same for all, while each model keeps its
+own initialization and latent noise from its own seed. A point trained in a
+group ends as it would alone, up to float rounding. Points that differ in
+shapes (latent size, widths) go to different groups. Re-running resumes:
+finished points are skipped, unfinished groups continue from their last
+common checkpoint.
 """
 
 import csv
@@ -52,12 +54,20 @@ SUMMARY_FIELDS = (
     ("beta", "config", "objective.beta"),
     ("seed", "config", "seed"),
     ("learning_rate", "config", "optimizer.learning_rate"),
+    ("noise_level", "config", "objective.noise_level"),
+    ("l1_weight", "config", "objective.l1_weight"),
+    ("sparsity_weight", "config", "objective.sparsity_weight"),
+    ("sparsity_target", "config", "objective.sparsity_target"),
     ("rate", "results", "test/kl"),
     ("distortion", "results", "test/recon"),
     ("nelbo", "results", "test/nelbo"),
     ("bits_per_dim", "results", "test/bits_per_dim"),
     ("nll", "eval", "nll"),
     ("active_units", "eval", "active_units"),
+    # Autoencoder points.
+    ("psnr", "results", "test/psnr"),
+    ("psnr_input", "results", "test/psnr_input"),
+    ("code_mean", "results", "test/code_mean"),
 )
 
 
@@ -185,7 +195,15 @@ def _seed_means(rows, curve_key, x_key, y_keys):
 
 
 def plot(rows: list[dict], workdir: str) -> None:
-  """rate_distortion.png and elbo_vs_latent.png (means over seeds)."""
+  """rate_distortion.png and elbo_vs_latent.png (means over seeds).
+
+  Only for VAE points: autoencoders have no rate (their rows stay in the
+  tables).
+  """
+  rows = [r for r in rows
+          if r["rate"] is not None and r["beta"] is not None]
+  if not rows:
+    return
   from vae_jax import writers  # pylint: disable=g-import-not-at-top
   plt = writers.plt
 

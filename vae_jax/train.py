@@ -3,13 +3,15 @@
 The loop trains a *group* of M >= 1 models whose arrays have the same shapes
 (a single run is a group of one). Their train states are stacked on a leading
 axis and `train_step` is `jax.vmap`-ed over (state, loop key, hyperparameters)
-with the data batch shared, so M models cost one compile and one data pass.
+with the data batch shared (order and binarization), so M models cost one
+compile and one data pass.
 Steps run on device in chunks (`training.steps_per_call` steps per jitted
 call, a `lax.while_loop`), so Python dispatch is paid once per chunk; the
 chunk length is data, never a shape, so nothing recompiles.
 
 Everything a step does is a function of (state, step): the batch comes from
-`input_pipeline.TrainBatches`, the randomness from `fold_in(loop_key, step)`.
+`input_pipeline.TrainBatches`, its binarization from `fold_in(data key, step)`
+and the model's noise from `fold_in(loop_key, step)`.
 Restoring the last checkpoint therefore resumes bit for bit.
 """
 
@@ -30,10 +32,12 @@ from jax.experimental import multihost_utils
 import optax
 import orbax.checkpoint as ocp
 
+from vae_jax import corruption
 from vae_jax import input_pipeline
 from vae_jax import models
 from vae_jax import objectives
 from vae_jax import optim
+from vae_jax import trained
 from vae_jax import writers
 from vae_jax.errors import UserError
 
@@ -45,7 +49,9 @@ RESUMABLE_CHANGES = ("eval.", "training.log_every_steps",
                      "training.num_epochs", "training.model_axis_size",
                      "data.data_dir", "data.download")
 # Fields that may differ between models trained in one vmapped group.
-GROUP_HPARAMS = ("seed", "optimizer.learning_rate", "objective.beta")
+GROUP_HPARAMS = ("seed", "optimizer.learning_rate", "objective.beta",
+                 "objective.noise_level", "objective.l1_weight",
+                 "objective.sparsity_weight", "objective.sparsity_target")
 
 
 # Metrics every train step adds to its objective's.
@@ -67,11 +73,10 @@ class TrainState:
 # Pure functions: state creation, train and eval steps.
 
 
-def create_train_state(rng: jax.Array, model: models.VAE,
+def create_train_state(rng: jax.Array, model: models.VAE | models.Autoencoder,
                        tx: optax.GradientTransformation,
                        event_shape: tuple[int, ...]) -> TrainState:
-  x = jnp.zeros((1, *event_shape), jnp.float32)
-  params = model.init(rng, x, jax.random.key(0))
+  params = models.init_params(model, rng, event_shape)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=tx.init(params))
 
@@ -83,32 +88,32 @@ def hparams_of(config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
   return {k: jnp.asarray(v, jnp.float32) for k, v in h.items()}
 
 
-def train_step(state: TrainState, images: jax.Array, loop_key: jax.Array,
+def train_step(state: TrainState, x: jax.Array, loop_key: jax.Array,
                hparams: dict[str, jax.Array], *,
                objective: objectives.Objective,
-               tx: optax.GradientTransformation, schedule: optax.Schedule,
-               binarization: str) -> tuple[TrainState, dict[str, jax.Array]]:
+               tx: optax.GradientTransformation, schedule: optax.Schedule
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One update of one model.
 
   Args:
     state: the model's train state.
-    images: `[B, *event]` uint8 batch.
-    loop_key: the run's loop key; this step uses `fold_in(loop_key, step)`.
+    x: `[B, *event]` float32 model inputs (see `input_pipeline.preprocess`).
+    loop_key: the run's loop key; the model's noise at this step comes from
+      `fold_in(loop_key, step)`.
     hparams: scalar hyperparameters (`learning_rate`, objective's own).
     objective: per-example loss, see `vae_jax.objectives`.
     tx: optimizer without its learning rate (`vae_jax.optim.create`).
     schedule: unit learning-rate schedule.
-    binarization: how `images` become model inputs.
 
   Returns:
     The new state and batch-mean metrics (scalars).
   """
-  rng_data, rng_model = jax.random.split(
-      jax.random.fold_in(loop_key, state.step))
-  x = input_pipeline.preprocess(images, rng_data, binarization)
+  rng_model = jax.random.fold_in(loop_key, state.step)
+
+  step_hparams = {**hparams, "step": state.step}
 
   def loss_fn(params):
-    loss, metrics = objective(params, x, rng_model, hparams)
+    loss, metrics = objective(params, x, rng_model, step_hparams)
     return jnp.mean(loss), metrics
 
   grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -123,10 +128,18 @@ def train_step(state: TrainState, images: jax.Array, loop_key: jax.Array,
 
 
 def run_steps(state: TrainState, images: jax.Array, num_steps: jax.Array,
-              loop_key: jax.Array, hparams: dict[str, jax.Array],
-              sums: dict[str, jax.Array], finite: jax.Array, *,
-              step_fn) -> tuple[TrainState, dict[str, jax.Array], jax.Array]:
+              first_step: jax.Array, loop_key: jax.Array,
+              hparams: dict[str, jax.Array], sums: dict[str, jax.Array], finite: jax.Array, *,
+              step_fn, binarization: str,
+              data_seed: int) -> tuple[TrainState, dict[str, jax.Array],
+                                       jax.Array]:
   """Runs up to `num_steps` <= K steps on `[K, B, ...]` batches, on device.
+
+  The batch of step s is preprocessed once, with the key
+  `fold_in(key(data_seed), s)`: like the data order, a dynamic binarization
+  belongs to the data, so the models of a group share it (their first layer
+  is then one matrix product for the whole group) and a model trained alone
+  sees exactly the inputs it sees in a group.
 
   Metric sums and the finite flag are carried from call to call on the
   device, so the host dispatches chunk after chunk without waiting and only
@@ -138,17 +151,24 @@ def run_steps(state: TrainState, images: jax.Array, num_steps: jax.Array,
     state: train state (stacked in a group).
     images: `[K, B, *event]` uint8 batches; the first `num_steps` are used.
     num_steps: `[]` int32, how many steps to run.
+    first_step: `[]` int32, the step of `images[0]` (every model of a group
+      is at it; passed in so a group sharded over devices needs no reduction
+      of its step counters).
     loop_key: the run's loop key.
     hparams: per-model scalar hyperparameters.
     sums: running sums of each step metric (`[]`, or `[M]` in a group).
     finite: `[]` bool, False once a step was not finite.
     step_fn: `train_step` with its static arguments bound (vmapped in a
       group).
+    binarization: how `images` become model inputs.
+    data_seed: seeds the binarization noise.
 
   Returns:
     `(state, sums, finite)`. When `finite` is False, the bad step is
     `state.step - 1`.
   """
+
+  data_key = jax.random.key(data_seed)
 
   def cond(carry):
     i, _, _, finite = carry
@@ -156,7 +176,9 @@ def run_steps(state: TrainState, images: jax.Array, num_steps: jax.Array,
 
   def body(carry):
     i, state, sums, _ = carry
-    state, metrics = step_fn(state, images[i], loop_key, hparams)
+    x = input_pipeline.preprocess(
+        images[i], jax.random.fold_in(data_key, first_step + i), binarization)
+    state, metrics = step_fn(state, x, loop_key, hparams)
     finite = (jnp.all(jnp.isfinite(metrics["loss"]))
               & jnp.all(jnp.isfinite(metrics["grad_norm"])))
     sums = jax.tree.map(lambda s, m: s + jnp.where(finite, m, 0.0), sums,
@@ -183,6 +205,10 @@ def eval_sums(params: Any, images: jax.Array, mask: jax.Array,
 
   Returns:
     Each metric's masked sum per batch, `[NB]` (add them up in float64).
+    Batch-level terms (free bits, the sparsity penalty) see the padding
+    examples of the last batch; choose an `eval.batch_size` that divides the
+    test set (500 for MNIST) for them to be exact. -ELBO, reconstruction
+    and PSNR are per example and always exact.
   """
 
   def body(_, inputs):
@@ -196,10 +222,10 @@ def eval_sums(params: Any, images: jax.Array, mask: jax.Array,
   return sums
 
 
-def reconstruct(model: models.VAE, params: Any, x: jax.Array) -> jax.Array:
-  """E[x|z] at the posterior mean z, `[N, *event]`."""
-  posterior = model.apply(params, x, method="encode")
-  return model.apply(params, posterior.mean, method="decode").mean()
+def reconstruct(model: models.VAE | models.Autoencoder, params: Any,
+                x: jax.Array) -> jax.Array:
+  """E[x|z] at the posterior mean (or the code) of x, `[N, *event]`."""
+  return model.apply(params, x, method="reconstruct")
 
 
 def sample_prior(model: models.VAE, params: Any, seed: jax.Array, n: int,
@@ -263,7 +289,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                     f"among data.num_shards={config.data.num_shards} shards.")
   input_pipeline.validate_config(config.data)
   models.validate_config(config.model)
-  objectives.validate_config(config.objective)
+  objectives.validate_config(config.objective, config.model)
   optim.validate_config(config.optimizer)
 
 
@@ -272,8 +298,7 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return
-  with open(path) as f:
-    saved = json.load(f)
+  saved = trained.load_config(workdir).to_dict()
   diff = config_differences(saved, config, RESUMABLE_CHANGES)
   if diff:
     shown = ", ".join(f"{k} ({flatten_config(saved).get(k)!r} -> "
@@ -300,11 +325,6 @@ def itstime(step: int, every: int, total: int) -> bool:
 def _next_event(step: int, total: int, everies: list[int]) -> int:
   nxt = [total] + [(step // e + 1) * e for e in everies if e > 0]
   return min(nxt)
-
-
-def _format_eta(seconds: float) -> str:
-  seconds = int(seconds)
-  return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def _tree_index(tree, i: int):
@@ -367,21 +387,27 @@ class Setup:
                       f"the {self.data.num_train_examples} training examples.")
     self.total_steps = max(1, round(t.num_epochs * self.steps_per_epoch))
     self.tx, self.schedule = optim.create(config.optimizer, self.total_steps)
-    self.objective = objectives.create(config.objective, self.model)
+    self.objective = objectives.create(config.objective, self.model,
+                                       config.model)
 
     step = functools.partial(
         train_step, objective=self.objective, tx=self.tx,
-        schedule=self.schedule, binarization=config.data.binarization)
+        schedule=self.schedule)
     evaluate = functools.partial(eval_sums, objective=self.objective)
     if self.grouped:
       step = jax.vmap(step, in_axes=(0, None, 0, 0))
       evaluate = jax.vmap(evaluate, in_axes=(0, None, None, 0, 0))
     self.metric_names = (*objectives.metric_names(config.objective),
                          *STEP_METRICS)
-    self.run_steps = jax.jit(functools.partial(run_steps, step_fn=step),
-                             donate_argnums=(0, 5))
+    self.run_steps = jax.jit(
+        functools.partial(run_steps, step_fn=step,
+                          binarization=config.data.binarization,
+                          data_seed=config.data.shuffle_seed),
+        donate_argnums=(0, 6))
     self.eval_sums = jax.jit(evaluate)
     self.reconstruct = jax.jit(functools.partial(reconstruct, self.model))
+    self.corrupt = jax.jit(functools.partial(
+        corruption.corrupt, config.objective.get("corruption", "none")))
     self.sample_prior = jax.jit(
         functools.partial(sample_prior, self.model),
         static_argnames=("n", "latent_dim"))
@@ -439,8 +465,9 @@ class Setup:
       means = {k: float(np.sum(np.asarray(v[i] if self.grouped else v,
                                           np.float64))) / n
                for k, v in sums.items()}
-      means["bits_per_dim"] = means["nelbo"] / (
-          self.data.num_dims * math.log(2.0))
+      if "nelbo" in means:
+        means["bits_per_dim"] = means["nelbo"] / (
+            self.data.num_dims * math.log(2.0))
       per_model.append(means)
     return per_model
 
@@ -453,7 +480,8 @@ class Setup:
     """
     start = time.time()
     self.run_steps = self.run_steps.lower(
-        state, self.chunk(0, 0), self.scalar(0), loop_keys, hparams,
+        state, self.chunk(0, 0), self.scalar(0), self.scalar(0), loop_keys,
+        hparams,
         self.zero_sums(), self.scalar(True)).compile()
     self.eval_sums = self.eval_sums.lower(
         state.params, self.eval_images, self.eval_mask, eval_keys,
@@ -469,20 +497,33 @@ class Setup:
         self.replicated)
 
   def images(self, params, config) -> dict[str, np.ndarray]:
-    """Reconstruction and prior-sample grids for one model."""
+    """Reconstruction (and, for VAEs, prior-sample) grids for one model.
+
+    A denoising autoencoder's grid shows clean, corrupted and reconstructed
+    rows; others alternate originals and reconstructions.
+    """
     n = config.eval.num_images
     x = _global_array(self.data.test_images[:n].astype(np.float32) / 255.0,
                       self.replicated)
-    recon = self.reconstruct(params, x)
-    samples = self.sample_prior(params, self.scalar(config.seed), n=n,
-                                latent_dim=config.model.latent_dim)
+    rows = [x]
+    o = config.objective
+    if o.name == "ae" and o.corruption != "none":
+      rows.append(self.corrupt(x, jax.random.key(config.seed),
+                               o.noise_level))
+    rows.append(self.reconstruct(params, rows[-1]))
     cols = min(n, 16)
-    # Originals and their reconstructions in alternating rows.
-    pairs = np.concatenate(
-        [np.stack([np.asarray(x[i:i + cols]), np.asarray(recon[i:i + cols])])
-         for i in range(0, n, cols)]).reshape(-1, *x.shape[1:])
-    return {"reconstructions": writers.image_grid(pairs, cols),
-            "samples": writers.image_grid(np.asarray(samples), cols)}
+    blocks = []  # Row blocks of `cols` images, one row per kind of image.
+    for i in range(0, n, cols):
+      for r in rows:
+        part = np.asarray(r[i:i + cols])
+        blank = np.ones((cols - len(part), *part.shape[1:]), part.dtype)
+        blocks.append(np.concatenate([part, blank]))
+    out = {"reconstructions": writers.image_grid(np.concatenate(blocks), cols)}
+    if models.is_vae(config.model):
+      samples = self.sample_prior(params, self.scalar(config.seed), n=n,
+                                  latent_dim=config.model.latent_dim)
+      out["samples"] = writers.image_grid(np.asarray(samples), cols)
+    return out
 
 
 def _keys(config: ml_collections.ConfigDict):
@@ -583,7 +624,8 @@ def train_group(configs: list[ml_collections.ConfigDict],
     images = setup.chunk(step, n) if step < total else None
     while step < total:
       state, sums, finite = setup.run_steps(
-          state, images, setup.scalar(n), loop_keys, hparams, sums, finite)
+          state, images, setup.scalar(n), setup.scalar(step), loop_keys,
+          hparams, sums, finite)
       # The device is busy with this chunk: gather the next one meanwhile.
       step, n = step + n, (chunk_len(step + n) if step + n < total else 0)
       images = setup.chunk(step, n) if n else None
@@ -596,12 +638,13 @@ def train_group(configs: list[ml_collections.ConfigDict],
         now, window = time.time(), step - window_step
         img_per_sec = window * t.batch_size / max(now - window_start, 1e-9)
         rate = (step - eta_start[1]) / max(now - eta_start[0], 1e-9)
-        eta = _format_eta((total - step) / rate)
+        eta = writers.format_eta((total - step) / rate)
         for i, w in enumerate(metric_writers):
           means = {f"train/{k}": float(model_slice(v, i)) / window
                    for k, v in host_sums.items()}
-          means["train/bits_per_dim"] = means["train/nelbo"] / (
-              setup.data.num_dims * math.log(2.0))
+          if "train/nelbo" in means:
+            means["train/bits_per_dim"] = means["train/nelbo"] / (
+                setup.data.num_dims * math.log(2.0))
           means["train/img_per_sec"] = img_per_sec
           w.write_scalars(step, means)
         logging.info("step %d/%d (%.0f%%) loss %.3f  %.0f img/s  ETA %s",
@@ -615,8 +658,7 @@ def train_group(configs: list[ml_collections.ConfigDict],
           w.write_scalars(step, {f"eval/{k}": v for k, v in final[i].items()})
           w.write_images(step, setup.images(model_slice(state.params, i), c))
           w.flush()
-        logging.info("eval at step %d: -ELBO %.3f nats (%.4f bits/dim)", step,
-                     final[0]["nelbo"], final[0]["bits_per_dim"])
+        logging.info("eval at step %d: %s", step, summary_line(final[0]))
 
       if itstime(step, t.checkpoint_every_steps, total):
         if not _all_finite(state.params):
@@ -640,12 +682,25 @@ def train_group(configs: list[ml_collections.ConfigDict],
       # The importance-sampling evaluator runs in one process for now.
       logging.info("Multi-process run: score it with `python -m "
                    "vae_jax.evaluate --workdir=%s` on one host.", w)
-    elif c.eval.get("num_importance_samples", 0) > 0:
+    elif (models.is_vae(c.model)
+          and c.eval.get("num_importance_samples", 0) > 0):
       from vae_jax import evaluate  # pylint: disable=g-import-not-at-top
       nll = evaluate.evaluate_workdir_nll(w)
       logging.info("%s: test NLL %.3f +- %.3f nats (k=%d).", w, nll["nll"],
                    nll["nll_stderr"], c.eval.num_importance_samples)
   return final
+
+
+def summary_line(metrics: dict[str, float]) -> str:
+  """The headline test numbers of a model, for the log."""
+  if "nelbo" in metrics:
+    return (f"-ELBO {metrics['nelbo']:.3f} nats "
+            f"({metrics['bits_per_dim']:.4f} bits/dim)")
+  line = (f"reconstruction {metrics['recon']:.3f} nats, "
+          f"PSNR {metrics['psnr']:.2f} dB")
+  if "psnr_input" in metrics:
+    line += f" (corrupted input {metrics['psnr_input']:.2f} dB)"
+  return line
 
 
 def write_results(workdir: str, config: ml_collections.ConfigDict,
@@ -659,7 +714,7 @@ def write_results(workdir: str, config: ml_collections.ConfigDict,
       "num_examples": len(setup.data.test_images),
       "binarization": (f"fixed, seed {config.data.binarization_seed}"
                        if config.data.binarization != "none" else "none"),
-      "num_latent_samples": 1,
+      **({"num_latent_samples": 1} if models.is_vae(config.model) else {}),
       **{f"test/{k}": v for k, v in metrics.items()},
   }
   with open(os.path.join(workdir, "results.json"), "w") as f:
@@ -682,6 +737,5 @@ def evaluate_workdir(config: ml_collections.ConfigDict,
   state, _, hparams, eval_key = setup.place([config], [state])
   metrics = setup.evaluate(state.params, eval_key, hparams)[0]
   write_results(workdir, config, setup, metrics, step)
-  logging.info("eval at step %d: -ELBO %.3f nats (%.4f bits/dim)", step,
-               metrics["nelbo"], metrics["bits_per_dim"])
+  logging.info("eval at step %d: %s", step, summary_line(metrics))
   return metrics

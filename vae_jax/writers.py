@@ -16,6 +16,12 @@ matplotlib.use("Agg")  # Files only; never a window.
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
+def format_eta(seconds: float) -> str:
+  """`H:MM:SS` of a remaining time in seconds."""
+  seconds = int(seconds)
+  return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
 def image_grid(images: np.ndarray, num_cols: int) -> np.ndarray:
   """Tiles `[N, H, W, C]` images in [0, 1] into one `[rows*H, cols*W, C]`."""
   n, h, w, c = images.shape
