@@ -1,8 +1,8 @@
 r"""Per-step time and memory of K vmapped models against K sequential ones.
 
-  python experiments/benchmark_sweep.py [--group_sizes=1,2,4,8,16]
+  python experiments/benchmark_sweep.py [--group_sizes=1,2,4,8,16] [--hidden=500]
 
-For each K, a group of K MLP VAEs 784-500-20 (batch 128, dynamic
+For each K, a group of K MLP VAEs 784-<hidden>-20 (batch 128, dynamic
 binarization, betas spread over [0.5, 4]) is compiled as one vmapped
 program and timed per step (median of --repeats calls of
 `training.steps_per_call` steps) in two ways:
@@ -17,7 +17,10 @@ program and timed per step (median of --repeats calls of
 per step; the one-model program is timed in alternation with each group,
 so both see the same machine load.
 Memory is XLA's compiled memory analysis of the group program (arguments,
-outputs and temporaries). Writes `benchmark_sweep.json` and `.md`.
+outputs and temporaries); "state" is one model's parameters, gradients and
+Adam moments, the bytes a step reads and writes. Writes
+`benchmark_sweep.json` and `.md` (`benchmark_sweep_h<hidden>.*` for a
+width other than 500).
 """
 
 import json
@@ -39,6 +42,7 @@ from vae_jax import train  # pylint: disable=g-import-not-at-top
 _SIZES = flags.DEFINE_list("group_sizes", ["1", "2", "4", "8", "16"],
                            "Numbers of models per group.")
 _REPEATS = flags.DEFINE_integer("repeats", 15, "Timed calls per group size.")
+_HIDDEN = flags.DEFINE_integer("hidden", 500, "Width of the hidden layer.")
 _OUT = flags.DEFINE_string("out", os.path.join(REPO, "experiments", "results"),
                            "Where the result files go.")
 
@@ -49,7 +53,8 @@ class Program:
   def __init__(self, k: int):
     configs = [config_utils.get_config(
         os.path.join(REPO, "configs", "mnist_vae.py"), None,
-        {"objective.beta": float(b), "seed": i, "model.hidden": (500,),
+        {"objective.beta": float(b), "seed": i,
+         "model.hidden": (_HIDDEN.value,),
          "model.latent_dim": 20})
                for i, b in enumerate(np.linspace(0.5, 4.0, k))]
     self.setup = setup = train.Setup(configs)
@@ -105,19 +110,28 @@ def main(argv):
   single = Program(1)
   rows = [measure(int(k), single, _REPEATS.value) for k in _SIZES.value]
   device = jax.devices()[0]
-  results = {"model": "MLP VAE 784-500-20, batch 128, dynamic binarization",
+  h = _HIDDEN.value
+  params = 784 * h + h + 2 * (h * 20 + 20) + 20 * h + h + h * 784 + 784
+  results = {"model": f"MLP VAE 784-{h}-20, batch 128, dynamic binarization",
+             "params_per_model": params,
+             # Parameters, gradients and the two Adam moments, float32.
+             "state_mb_per_model": 4 * 4 * params / 2**20,
              "device": f"{device.platform}: {device.device_kind}",
              "host": f"{platform.processor() or platform.machine()}, "
                      f"{os.cpu_count()} cores",
              "jax": jax.__version__, "rows": rows}
   os.makedirs(_OUT.value, exist_ok=True)
-  with open(os.path.join(_OUT.value, "benchmark_sweep.json"), "w") as f:
+  name = "benchmark_sweep" + ("" if h == 500 else f"_h{h}")
+  with open(os.path.join(_OUT.value, f"{name}.json"), "w") as f:
     json.dump(results, f, indent=2)
   lines = [
       f"# K vmapped models vs K sequential: {results['model']}", "",
       f"Device: {results['device']} ({results['host']}), jax {results['jax']}.",
       "Command: `python experiments/benchmark_sweep.py "
-      f"--group_sizes={','.join(_SIZES.value)}`", "",
+      f"--group_sizes={','.join(_SIZES.value)} --hidden={h} "
+      f"--repeats={_REPEATS.value}`", "",
+      f"One model: {params:,} parameters; with its gradients and Adam "
+      f"moments {results['state_mb_per_model']:.1f} MB of float32 state.", "",
       "Train loop: the step with its batch gathering, as training runs; "
       "device only: the compiled step on batches already on the device.", "",
       "| K | train loop: vmapped ms/step | sequential (K x one) | ratio | "
@@ -134,7 +148,7 @@ def main(argv):
         f"{r['device_vmapped_over_sequential']:.2f} | "
         f"{r['memory_mb']:.1f} | {r['sequential_memory_mb']:.1f} |")
   lines.append("")
-  with open(os.path.join(_OUT.value, "benchmark_sweep.md"), "w") as f:
+  with open(os.path.join(_OUT.value, f"{name}.md"), "w") as f:
     f.write("\n".join(lines))
   print("\n".join(lines))
 

@@ -354,8 +354,10 @@ def is_vae(config: ml_collections.ConfigDict) -> bool:
 def validate_config(config: ml_collections.ConfigDict,
                     event_shape: tuple[int, ...] | None = None) -> None:
   """Raises UserError for a model config that cannot be built."""
-  channels, code_activation, learn_scale, min_scale = (
-      field(config, name) for name in ADDED_FIELDS)
+  channels = field(config, "conv_channels")
+  code_activation = field(config, "code_activation")
+  learn_scale = field(config, "learn_scale")
+  min_scale = field(config, "min_scale")
   if config.name not in MODELS:
     raise UserError(f"Unknown model.name {config.name!r}; "
                     f"known: {', '.join(MODELS)}.")
@@ -403,8 +405,10 @@ def create_model(config: ml_collections.ConfigDict,
                  event_shape: tuple[int, ...]) -> VAE | Autoencoder:
   """Builds the model described by `config` (the `model` section)."""
   validate_config(config, event_shape)
-  channels, code_activation, learn_scale, min_scale = (
-      field(config, name) for name in ADDED_FIELDS)
+  channels = field(config, "conv_channels")
+  code_activation = field(config, "code_activation")
+  learn_scale = field(config, "learn_scale")
+  min_scale = field(config, "min_scale")
   event_shape = tuple(event_shape)
   activation = ACTIVATIONS[config.activation]
   hidden = tuple(config.hidden)

@@ -137,8 +137,7 @@ def run_steps(state: TrainState, images: jax.Array, num_steps: jax.Array,
 
   The batch of step s is preprocessed once, with the key
   `fold_in(key(data_seed), s)`: like the data order, a dynamic binarization
-  belongs to the data, so the models of a group share it (their first layer
-  is then one matrix product for the whole group) and a model trained alone
+  belongs to the data, so the models of a group share it and a model alone
   sees exactly the inputs it sees in a group.
 
   Metric sums and the finite flag are carried from call to call on the
@@ -309,14 +308,6 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
         "saved config.json.")
 
 
-def checkpoint_manager(workdir: str,
-                       config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
-  return ocp.CheckpointManager(
-      os.path.abspath(os.path.join(workdir, "checkpoints")),
-      options=ocp.CheckpointManagerOptions(
-          max_to_keep=config.training.checkpoints_to_keep, create=True))
-
-
 def itstime(step: int, every: int, total: int) -> bool:
   """Periodic work happens every `every` steps and at the last step."""
   return step == total or (every > 0 and step % every == 0)
@@ -395,7 +386,7 @@ class Setup:
         schedule=self.schedule)
     evaluate = functools.partial(eval_sums, objective=self.objective)
     if self.grouped:
-      step = jax.vmap(step, in_axes=(0, None, 0, 0))
+      step = _group_step(step, self.num_models)
       evaluate = jax.vmap(evaluate, in_axes=(0, None, None, 0, 0))
     self.metric_names = (*objectives.metric_names(config.objective),
                          *STEP_METRICS)
@@ -526,6 +517,25 @@ class Setup:
     return out
 
 
+def _group_step(step_fn, num_models: int):
+  """`step_fn` vmapped over a group of models that share each batch.
+
+  Each model gets the batch as its own row of a broadcast `[M, B, ...]`
+  array: its layers are then batched matmuls whose kernel gradients come
+  out in the parameters' layout. With the batch unbatched (`in_axes=None`)
+  the first layer is one wide matmul, but XLA:CPU transposes its gradient
+  for every use in the optimizer (a group of 8 MLP VAEs 784-500-20 took 31
+  ms per step that way on 2 CPU cores, 27 ms with the broadcast).
+  """
+  vmapped = jax.vmap(step_fn)
+
+  def group_step(state, x, loop_keys, hparams):
+    x = jnp.broadcast_to(x, (num_models, *x.shape))
+    return vmapped(state, x, loop_keys, hparams)
+
+  return group_step
+
+
 def _keys(config: ml_collections.ConfigDict):
   """(rng_init, rng_loop) from the config's seed."""
   rng_init, rng_loop = jax.random.split(jax.random.key(config.seed))
@@ -575,7 +585,7 @@ def train_group(configs: list[ml_collections.ConfigDict],
   setup = Setup(configs)
   config, total = setup.config, setup.total_steps
   t = config.training
-  managers = [checkpoint_manager(w, c) for c, w in zip(configs, workdirs)]
+  managers = [trained.checkpoint_manager(w, c) for c, w in zip(configs, workdirs)]
 
   states = [setup.init_state(c) for c in configs]
   common = set.intersection(*(set(m.all_steps()) for m in managers))
@@ -726,7 +736,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict,
   """Scores the latest checkpoint in `workdir` on the test set, no training."""
   validate_config(config)
   check_workdir(config, workdir)
-  manager = checkpoint_manager(workdir, config)
+  manager = trained.checkpoint_manager(workdir, config)
   step = manager.latest_step()
   if step is None:
     raise UserError(f"Workdir {workdir} holds no checkpoint to evaluate; "

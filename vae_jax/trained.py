@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 
 from vae_jax import input_pipeline
 from vae_jax import models
@@ -59,12 +60,20 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     return upgrade_config(ml_collections.ConfigDict(json.load(f)))
 
 
+def checkpoint_manager(workdir: str, config: ml_collections.ConfigDict
+                       ) -> ocp.CheckpointManager:
+  """The Orbax manager of a run's `checkpoints/` (created if missing)."""
+  return ocp.CheckpointManager(
+      os.path.abspath(os.path.join(workdir, "checkpoints")),
+      options=ocp.CheckpointManagerOptions(
+          max_to_keep=config.training.checkpoints_to_keep, create=True))
+
+
 def latest_checkpoint(workdir: str, config: ml_collections.ConfigDict):
   """(manager, step) of the latest checkpoint, or UserError if none."""
-  from vae_jax import train  # pylint: disable=g-import-not-at-top
   # Checked first: the manager would create the directory.
   if os.path.isdir(os.path.join(workdir, "checkpoints")):
-    manager = train.checkpoint_manager(workdir, config)
+    manager = checkpoint_manager(workdir, config)
     step = manager.latest_step()
     if step is not None:
       return manager, step
@@ -74,7 +83,6 @@ def latest_checkpoint(workdir: str, config: ml_collections.ConfigDict):
 def restore_params(manager, step: int, model: models.VAE | models.Autoencoder,
                    event_shape: tuple[int, ...]) -> Any:
   """The parameters saved at `step`, checked against the model's shapes."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   # Only the parameters are needed: restoring without a target skips
   # rebuilding the optimizer state.
   params = manager.restore(step, args=ocp.args.StandardRestore())["params"]
