@@ -17,7 +17,6 @@ Restoring the last checkpoint therefore resumes bit for bit.
 
 import functools
 import json
-import math
 import os
 import time
 from typing import Any
@@ -34,6 +33,7 @@ import orbax.checkpoint as ocp
 
 from vae_jax import corruption
 from vae_jax import input_pipeline
+from vae_jax import losses
 from vae_jax import models
 from vae_jax import objectives
 from vae_jax import optim
@@ -129,8 +129,8 @@ def train_step(state: TrainState, x: jax.Array, loop_key: jax.Array,
 
 def run_steps(state: TrainState, images: jax.Array, num_steps: jax.Array,
               first_step: jax.Array, loop_key: jax.Array,
-              hparams: dict[str, jax.Array], sums: dict[str, jax.Array], finite: jax.Array, *,
-              step_fn, binarization: str,
+              hparams: dict[str, jax.Array], sums: dict[str, jax.Array],
+              finite: jax.Array, *, step_fn, binarization: str,
               data_seed: int) -> tuple[TrainState, dict[str, jax.Array],
                                        jax.Array]:
   """Runs up to `num_steps` <= K steps on `[K, B, ...]` batches, on device.
@@ -457,8 +457,8 @@ class Setup:
                                           np.float64))) / n
                for k, v in sums.items()}
       if "nelbo" in means:
-        means["bits_per_dim"] = means["nelbo"] / (
-            self.data.num_dims * math.log(2.0))
+        means["bits_per_dim"] = float(losses.bits_per_dim(
+            means["nelbo"], self.data.num_dims))
       per_model.append(means)
     return per_model
 
@@ -472,8 +472,7 @@ class Setup:
     start = time.time()
     self.run_steps = self.run_steps.lower(
         state, self.chunk(0, 0), self.scalar(0), self.scalar(0), loop_keys,
-        hparams,
-        self.zero_sums(), self.scalar(True)).compile()
+        hparams, self.zero_sums(), self.scalar(True)).compile()
     self.eval_sums = self.eval_sums.lower(
         state.params, self.eval_images, self.eval_mask, eval_keys,
         hparams).compile()
@@ -585,7 +584,8 @@ def train_group(configs: list[ml_collections.ConfigDict],
   setup = Setup(configs)
   config, total = setup.config, setup.total_steps
   t = config.training
-  managers = [trained.checkpoint_manager(w, c) for c, w in zip(configs, workdirs)]
+  managers = [trained.checkpoint_manager(w, c)
+              for c, w in zip(configs, workdirs)]
 
   states = [setup.init_state(c) for c in configs]
   common = set.intersection(*(set(m.all_steps()) for m in managers))
@@ -653,8 +653,8 @@ def train_group(configs: list[ml_collections.ConfigDict],
           means = {f"train/{k}": float(model_slice(v, i)) / window
                    for k, v in host_sums.items()}
           if "train/nelbo" in means:
-            means["train/bits_per_dim"] = means["train/nelbo"] / (
-                setup.data.num_dims * math.log(2.0))
+            means["train/bits_per_dim"] = float(losses.bits_per_dim(
+                means["train/nelbo"], setup.data.num_dims))
           means["train/img_per_sec"] = img_per_sec
           w.write_scalars(step, means)
         logging.info("step %d/%d (%.0f%%) loss %.3f  %.0f img/s  ETA %s",
