@@ -26,6 +26,32 @@ SMALL = {
 }
 
 
+# A sweep config file for the sweep runner: SMALL runs, scored on the first
+# 1000 test images (scoring is tested elsewhere), one point per dict.
+_SWEEP_TEMPLATE = '''
+from vae_jax import config_utils
+
+def get_config(arg=None):
+  config = config_utils.get_config({base!r}, None, {overrides!r})
+  config.sweep = {{"max_group_size": {max_group_size}}}
+  return config
+
+def sweep(add):
+  for point in {points!r}:
+    add(**point)
+'''
+
+
+def write_sweep_config(path, points, max_group_size, **overrides):
+  """Writes a sweep config of `points` (override dicts) to `path`."""
+  overrides = {**SMALL, "data.eval_split": "test[:1000]",
+               "eval.num_importance_samples": 0, **overrides}
+  path.write_text(_SWEEP_TEMPLATE.format(
+      base=DEFAULT_CONFIG, overrides=overrides, points=list(points),
+      max_group_size=max_group_size))
+  return path
+
+
 def small_config(**overrides):
   return config_utils.get_config(DEFAULT_CONFIG, None, {**SMALL, **overrides})
 

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from conftest import REPO, SMALL, cli_args, run_cli
+from conftest import REPO, SMALL, cli_args, run_cli, write_sweep_config
 
 STEPS_50 = 50 / 468  # num_epochs giving 50 steps of batch 128 on MNIST.
 
@@ -98,27 +98,11 @@ def test_two_processes_train_checkpoint_resume_and_match_one(tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
 
 
-SWEEP_CONFIG = '''
-from vae_jax import config_utils
-
-def get_config(arg=None):
-  config = config_utils.get_config({base!r}, None, {small!r})
-  config.training.num_epochs = 0.05
-  config.data.eval_split = "test[:1000]"  # Scoring is tested elsewhere.
-  config.eval.num_importance_samples = 0
-  config.sweep = {{"max_group_size": 4}}
-  return config
-
-def sweep(add):
-  for beta in (0.5, 1.0, 2.0, 4.0):
-    add(**{{"objective.beta": beta}})
-'''
-
-
 def test_sweep_places_models_on_the_model_axis(tmp_path):
-  config_path = tmp_path / "axis_sweep.py"
-  config_path.write_text(SWEEP_CONFIG.format(
-      base=os.path.join(REPO, "configs", "mnist_vae.py"), small=SMALL))
+  config_path = write_sweep_config(
+      tmp_path / "axis_sweep.py",
+      [{"objective.beta": beta} for beta in (0.5, 1.0, 2.0, 4.0)],
+      max_group_size=4, **{"training.num_epochs": 0.05})
   results = []
   for devices, model_axis in ((1, 1), (4, 4), (4, 2)):
     workdir = tmp_path / f"sweep_{devices}_{model_axis}"

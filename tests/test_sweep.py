@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from conftest import REPO, SMALL, small_config
+from conftest import REPO, small_config, write_sweep_config
 from vae_jax import sweep
 from vae_jax import train
 
@@ -63,30 +63,12 @@ def test_group_equals_alone_and_kl_falls_with_beta(tmp_path):
   assert kls[0] > kls[1] > kls[2], kls
 
 
-SWEEP_CONFIG = '''
-import os
-from vae_jax import config_utils
-
-def get_config(arg=None):
-  config = config_utils.get_config({base!r}, None, {small!r})
-  config.training.num_epochs = 0.1
-  config.data.eval_split = "test[:1000]"  # Scoring is tested elsewhere.
-  config.eval.num_importance_samples = 0
-  config.sweep = {{"max_group_size": 2}}
-  return config
-
-def sweep(add):
-  for latent in (2, 4):
-    for beta in (0.5, 1.0, 2.0):
-      add(**{{"model.latent_dim": latent, "objective.beta": beta}})
-'''
-
-
 def _write_sweep_config(tmp_path):
-  config_path = tmp_path / "tiny_sweep.py"
-  config_path.write_text(SWEEP_CONFIG.format(
-      base=os.path.join(REPO, "configs", "mnist_vae.py"), small=SMALL))
-  return config_path
+  points = [{"model.latent_dim": latent, "objective.beta": beta}
+            for latent in (2, 4) for beta in (0.5, 1.0, 2.0)]
+  return write_sweep_config(tmp_path / "tiny_sweep.py", points,
+                            max_group_size=2,
+                            **{"training.num_epochs": 0.1})
 
 
 def _sweep_cmd(config_path, workdir, *extra):
