@@ -75,6 +75,14 @@ def _flatten(x: jax.Array, event_ndim: int) -> jax.Array:
   return x.reshape(*x.shape[:x.ndim - event_ndim], -1)
 
 
+def dense_layers(h: jax.Array, widths: Sequence[int],
+                 activation: Callable[[jax.Array], jax.Array]) -> jax.Array:
+  """Dense layers `hidden_i` with `activation`, in the calling module."""
+  for i, width in enumerate(widths):
+    h = activation(nn.Dense(width, name=f"hidden_{i}")(h))
+  return h
+
+
 def mlp_features(x: jax.Array, *, hidden: Sequence[int],
                  activation: Callable[[jax.Array], jax.Array],
                  event_ndim: int) -> jax.Array:
@@ -83,10 +91,7 @@ def mlp_features(x: jax.Array, *, hidden: Sequence[int],
   Called inside an encoder's `__call__`, so its layers (`hidden_i`) are the
   encoder's own parameters.
   """
-  h = _flatten(x, event_ndim)
-  for i, width in enumerate(hidden):
-    h = activation(nn.Dense(width, name=f"hidden_{i}")(h))
-  return h
+  return dense_layers(_flatten(x, event_ndim), hidden, activation)
 
 
 def patches(x: jax.Array, kernel_size: tuple[int, int],
@@ -146,10 +151,7 @@ def conv_features(x: jax.Array, *, channels: Sequence[int],
   h = x
   for i, c in enumerate(channels):
     h = activation(Conv(c, (4, 4), strides=2, name=f"conv_{i}")(h))
-  h = h.reshape(*h.shape[:-3], -1)
-  for i, width in enumerate(hidden):
-    h = activation(nn.Dense(width, name=f"hidden_{i}")(h))
-  return h
+  return dense_layers(h.reshape(*h.shape[:-3], -1), hidden, activation)
 
 
 class GaussianEncoder(nn.Module):
@@ -211,9 +213,7 @@ class MLPDecoder(nn.Module):
 
   @nn.compact
   def __call__(self, z: jax.Array) -> Likelihood:
-    h = z
-    for i, width in enumerate(self.hidden):
-      h = self.activation(nn.Dense(width, name=f"hidden_{i}")(h))
+    h = dense_layers(z, self.hidden, self.activation)
     loc = nn.Dense(math.prod(self.event_shape), name="loc")(h)
     loc = loc.reshape(*z.shape[:-1], *self.event_shape)
     return Likelihood(loc=loc, log_scale=self.output_scale(),
@@ -267,9 +267,7 @@ class ConvDecoder(nn.Module):
     n = len(self.channels)
     h0, w0 = -(-height // 2**n), -(-width // 2**n)
     batch = z.shape[:-1]  # Leading axes stay: no reshape merges them.
-    h = z
-    for i, w in enumerate(self.hidden):
-      h = self.activation(nn.Dense(w, name=f"hidden_{i}")(h))
+    h = dense_layers(z, self.hidden, self.activation)
     h = self.activation(nn.Dense(h0 * w0 * self.channels[-1],
                                  name="project")(h))
     h = h.reshape(*batch, h0, w0, self.channels[-1])
