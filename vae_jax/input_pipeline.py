@@ -87,7 +87,9 @@ def _builder(config: ml_collections.ConfigDict):
   if not config.download:
     raise UserError(f"Dataset {config.name!r} is not prepared in {where} and "
                     f"data.download is off: {fix}.")
-  logging.info("Dataset %s is not in %s: downloading it.", config.name, where)
+  logging.info("Dataset %s is not in %s: downloading it (offline, TFDS "
+               "gives up after its retries, about 4 minutes; to skip them, "
+               "%s).", config.name, where, fix)
   try:
     builder.download_and_prepare()
   except Exception as e:  # pylint: disable=broad-except
