@@ -11,20 +11,17 @@ latent size.
   python -m vae_jax.main --config=configs/mnist_beta_vae.py --workdir=workdirs/mnist_beta_vae
 """
 
-import os
-
-from vae_jax import config_utils
+from vae_jax import config_lib
 
 
 def get_config(arg: str | None = None):
-  base = config_utils.load_module(
-      os.path.join(os.path.dirname(__file__), "mnist_vae.py"))
-  config = base.get_config()
+  arg = config_lib.parse_arg(arg, runlocal=False)
+  config = config_lib.base()
   config.model.latent_dim = 10
   config.objective.beta = 4.0
   config.objective.kl_warmup_steps = 5000
   config.training.num_epochs = 50.0
-  config.eval.num_importance_samples = 1000
-  if arg == "runlocal":
-    base.runlocal(config)
+  config.evals.nll.num_samples = 1000
+  if arg.runlocal:
+    config_lib.runlocal(config)
   return config

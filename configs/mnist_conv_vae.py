@@ -10,27 +10,25 @@ and schedule as `mnist_vae.py`, for 10 epochs: the README compares it with
   python -m vae_jax.main --config=configs/mnist_conv_vae.py --workdir=workdirs/mnist_conv_vae
 """
 
-import os
-
-from vae_jax import config_utils
+from vae_jax import config_lib
 
 
 def get_config(arg: str | None = None):
-  base = config_utils.load_module(
-      os.path.join(os.path.dirname(__file__), "mnist_vae.py"))
-  config = base.get_config()
+  arg = config_lib.parse_arg(arg, runlocal=False)
+  config = config_lib.base()
   config.model.name = "conv_vae"
   config.model.conv_channels = (32, 64)
   config.model.hidden = (256,)
   config.model.latent_dim = 50
   config.training.num_epochs = 10.0
-  config.eval.every_steps = 1000
+  config.evals.elbo.every_steps = 1000
+  config.evals.images.every_steps = 1000
   # The conv decoder is ~5x the MLP's work per sample: score the NLL with
-  # `python -m vae_jax.evaluate --workdir=...` when you need it.
-  config.eval.num_importance_samples = 0
+  # `--mode=eval --config.evals.nll.enabled=True` when you need it.
+  config.evals.nll.enabled = False
   # The decoder's image patches for 100 samples x 500 images would take
   # ~17 GB; 10 at a time keep the evaluation under 2 GB.
-  config.eval.importance_chunk_size = 10
-  if arg == "runlocal":
-    base.runlocal(config)
+  config.evals.nll.chunk_size = 10
+  if arg.runlocal:
+    config_lib.runlocal(config)
   return config

@@ -12,17 +12,20 @@ clean one. Other corruptions: `--config.objective.corruption=masking` or
 `experiments/denoising.py` compares it with the plain autoencoder.
 """
 
-import os
-
-from vae_jax import config_utils
+from vae_jax import config_lib
 
 
 def get_config(arg: str | None = None):
-  directory = os.path.dirname(__file__)
-  ae = config_utils.load_module(os.path.join(directory, "mnist_ae.py"))
-  config = ae.get_config()
-  config.objective = ae.ae_objective(corruption="gaussian", noise_level=0.5)
-  if arg == "runlocal":
-    config_utils.load_module(os.path.join(directory, "mnist_vae.py")).runlocal(
-        config)
+  arg = config_lib.parse_arg(arg, runlocal=False)
+  config = config_lib.base("ae")
+  config.model.hidden = (500,)
+  config.model.latent_dim = 32
+  config.objective.corruption = "gaussian"
+  config.objective.noise_level = 0.5
+  config.optimizer.warmup_steps = 100
+  config.training.num_epochs = 20.0
+  config.evals.elbo.every_steps = 2000
+  config.evals.images.every_steps = 2000
+  if arg.runlocal:
+    config_lib.runlocal(config)
   return config

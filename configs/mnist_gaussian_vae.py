@@ -14,22 +14,19 @@ stay nats. `global` learns one sigma for all pixels.
   python -m vae_jax.main --config=configs/mnist_gaussian_vae.py --workdir=workdirs/mnist_gaussian_vae
 """
 
-import os
-
-from vae_jax import config_utils
+from vae_jax import config_lib
 
 
 def get_config(arg: str | None = None):
-  base = config_utils.load_module(
-      os.path.join(os.path.dirname(__file__), "mnist_vae.py"))
-  config = base.get_config()
+  arg = config_lib.parse_arg(arg, runlocal=False)
+  config = config_lib.base()
   config.data.binarization = "none"
   config.model.likelihood = "gaussian"
   config.model.learn_scale = "per_pixel"
   config.model.gaussian_scale = 0.1
   config.model.min_scale = 0.01
   config.training.num_epochs = 20.0
-  config.eval.num_importance_samples = 100
-  if arg == "runlocal":
-    base.runlocal(config)
+  config.evals.nll.num_samples = 100
+  if arg.runlocal:
+    config_lib.runlocal(config)
   return config

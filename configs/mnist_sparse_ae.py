@@ -13,21 +13,21 @@ on the code is available as `objective.l1_weight`. The test metrics report
   python -m vae_jax.main --config=configs/mnist_sparse_ae.py --workdir=workdirs/mnist_sparse_ae
 """
 
-import os
-
-from vae_jax import config_utils
+from vae_jax import config_lib
 
 
 def get_config(arg: str | None = None):
-  directory = os.path.dirname(__file__)
-  ae = config_utils.load_module(os.path.join(directory, "mnist_ae.py"))
-  config = ae.get_config()
+  arg = config_lib.parse_arg(arg, runlocal=False)
+  config = config_lib.base("ae")
   config.model.hidden = ()
   config.model.latent_dim = 196
   config.model.code_activation = "sigmoid"
-  config.objective = ae.ae_objective(sparsity_weight=30.0,
-                                     sparsity_target=0.05)
-  if arg == "runlocal":
-    config_utils.load_module(os.path.join(directory, "mnist_vae.py")).runlocal(
-        config)
+  config.objective.sparsity_weight = 30.0
+  config.objective.sparsity_target = 0.05
+  config.optimizer.warmup_steps = 100
+  config.training.num_epochs = 20.0
+  config.evals.elbo.every_steps = 2000
+  config.evals.images.every_steps = 2000
+  if arg.runlocal:
+    config_lib.runlocal(config)
   return config

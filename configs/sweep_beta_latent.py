@@ -10,9 +10,7 @@ Short schedule (the README's numbers): add --config.training.num_epochs=2.
 One point alone (array jobs): --index=i; list them: --list.
 """
 
-import os
-
-from vae_jax import config_utils
+from vae_jax import config_lib
 
 LATENT_DIMS = (2, 4, 8, 16, 32, 64)
 BETAS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -20,9 +18,8 @@ SEEDS = (0,)
 
 
 def get_config(arg: str | None = None):
-  base = config_utils.load_module(
-      os.path.join(os.path.dirname(__file__), "mnist_vae.py"))
-  config = base.get_config()
+  arg = config_lib.parse_arg(arg, runlocal=False)
+  config = config_lib.base()
   # The MLP VAE 784-500-z of the sweep results in the README.
   config.model.hidden = (500,)
   config.optimizer.learning_rate = 5e-3
@@ -31,12 +28,13 @@ def get_config(arg: str | None = None):
   config.training.num_epochs = 10.0
   config.training.log_every_steps = 200
   config.training.checkpoint_every_steps = 1000
-  config.eval.every_steps = 0  # Evaluate at the end only.
-  config.eval.num_images = 32
-  config.eval.num_importance_samples = 100
-  config.sweep = {"max_group_size": 8}  # Models per compiled program.
-  if arg == "runlocal":
-    base.runlocal(config)
+  config.evals.elbo.every_steps = 0  # Evaluate at the end only.
+  config.evals.images.every_steps = 0
+  config.evals.images.num_images = 32
+  config.evals.nll.num_samples = 100
+  config.sweep.max_group_size = 8  # Models per compiled program.
+  if arg.runlocal:
+    config_lib.runlocal(config)
   return config
 
 

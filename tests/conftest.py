@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from vae_jax import config_utils
+from vae_jax import config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(REPO, "configs", "mnist_vae.py")
@@ -19,20 +19,21 @@ SMALL = {
     "training.steps_per_call": 10,
     "training.log_every_steps": 10,
     "training.checkpoint_every_steps": 20,
-    "eval.every_steps": 30,
+    "evals.elbo.every_steps": 30,
+    "evals.images.every_steps": 30,
     "eval.batch_size": 1000,
-    "eval.num_images": 16,
-    "eval.num_importance_samples": 10,
+    "evals.images.num_images": 16,
+    "evals.nll.num_samples": 10,
 }
 
 
 # A sweep config file for the sweep runner: SMALL runs, scored on the first
 # 1000 test images (scoring is tested elsewhere), one point per dict.
 _SWEEP_TEMPLATE = '''
-from vae_jax import config_utils
+from vae_jax import config_lib
 
 def get_config(arg=None):
-  config = config_utils.get_config({base!r}, None, {overrides!r})
+  config = config_lib.get_config({base!r}, None, {overrides!r})
   config.sweep = {{"max_group_size": {max_group_size}}}
   return config
 
@@ -45,7 +46,7 @@ def sweep(add):
 def write_sweep_config(path, points, max_group_size, **overrides):
   """Writes a sweep config of `points` (override dicts) to `path`."""
   overrides = {**SMALL, "data.eval_split": "test[:1000]",
-               "eval.num_importance_samples": 0, **overrides}
+               "evals.nll.enabled": False, **overrides}
   path.write_text(_SWEEP_TEMPLATE.format(
       base=DEFAULT_CONFIG, overrides=overrides, points=list(points),
       max_group_size=max_group_size))
@@ -53,7 +54,7 @@ def write_sweep_config(path, points, max_group_size, **overrides):
 
 
 def small_config(**overrides):
-  return config_utils.get_config(DEFAULT_CONFIG, None, {**SMALL, **overrides})
+  return config_lib.get_config(DEFAULT_CONFIG, None, {**SMALL, **overrides})
 
 
 def cli_args(overrides: dict) -> list[str]:

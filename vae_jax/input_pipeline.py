@@ -113,18 +113,19 @@ def binarize(images: np.ndarray, seed: int) -> np.ndarray:
                   np.uint8(255), np.uint8(0))
 
 
-def load(config: ml_collections.ConfigDict, *, process_index: int = 0,
-         process_count: int = 1) -> Dataset:
-  """Loads the `data` section's dataset: this process's train shards only.
+def load(config: ml_collections.ConfigDict, *, train: bool = True,
+         process_index: int = 0, process_count: int = 1) -> Dataset:
+  """Loads the (validated) `data` section's dataset.
 
   Process p of P reads shards [p S / P, (p + 1) S / P) of the S =
-  `data.num_shards` shards, so the global batch of every step is the same
-  whatever the number of processes.
+  `data.num_shards` shards of the training split, so the global batch of
+  every step is the same whatever the number of processes. With `train`
+  False no training example is read (evaluation); `num_train_examples`
+  still counts them, from the dataset's metadata.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")  # The accelerators are JAX's.
-  validate_config(config)
   builder = _builder(config)
   for split in (config.train_split, config.eval_split):
     base = split.split("[")[0]
@@ -138,8 +139,8 @@ def load(config: ml_collections.ConfigDict, *, process_index: int = 0,
   num_train = builder.info.splits[config.train_split].num_examples
   splits = tfds.even_splits(config.train_split, n=config.num_shards)
   per_process = config.num_shards // process_count
-  indices = list(range(process_index * per_process,
-                       (process_index + 1) * per_process))
+  indices = (list(range(process_index * per_process,
+                        (process_index + 1) * per_process)) if train else [])
   shards = [_load_split(builder, splits[i]) for i in indices]
   test = _load_split(builder, config.eval_split)
   if test.dtype != np.uint8:

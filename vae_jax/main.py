@@ -4,9 +4,10 @@ r"""Trains or evaluates a vae_jax model from an ml_collections config.
       [--config.model.latent_dim=50] [--mode=eval]
 
 Re-running on an existing workdir resumes from its last checkpoint.
+`--mode=eval` runs the config's evaluators on the latest checkpoint, e.g.
+`--mode=eval --config.evals.nll.num_samples=5000`, and rewrites
+results.json.
 """
-
-import os
 
 from absl import app
 from absl import flags
@@ -29,11 +30,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   from vae_jax import train  # pylint: disable=g-import-not-at-top
-  os.makedirs(_WORKDIR.value, exist_ok=True)
-  if _MODE.value == "train":
-    cli.run(train.train_and_evaluate, _CONFIG.value, _WORKDIR.value)
-  else:
-    cli.run(train.evaluate_workdir, _CONFIG.value, _WORKDIR.value)
+  run = (train.train_and_evaluate if _MODE.value == "train"
+         else train.evaluate)
+  cli.run(run, _CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":

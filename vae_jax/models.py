@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from vae_jax import layers
 from vae_jax import losses
 from vae_jax.errors import UserError
 
@@ -94,51 +95,6 @@ def mlp_features(x: jax.Array, *, hidden: Sequence[int],
   return dense_layers(_flatten(x, event_ndim), hidden, activation)
 
 
-def patches(x: jax.Array, kernel_size: tuple[int, int],
-            stride: int) -> jax.Array:
-  """The "SAME"-padded `kh x kw` patches of `[..., H, W, C]` images.
-
-  Returns `[..., ceil(H / stride), ceil(W / stride), kh * kw * C]`,
-  features ordered (row, column, channel) like a `[kh, kw, C, F]` conv
-  kernel. Built from strided slices, so its gradient is a sum of pads, and
-  leading axes (batch, latent samples) stay as they are.
-  """
-  kh, kw = kernel_size
-  height, width = x.shape[-3:-1]
-  out_h, out_w = -(-height // stride), -(-width // stride)
-  pad_h = max((out_h - 1) * stride + kh - height, 0)
-  pad_w = max((out_w - 1) * stride + kw - width, 0)
-  x = jnp.pad(x, ((0, 0),) * (x.ndim - 3) + (
-      (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2),
-      (0, 0)))
-  return jnp.concatenate(
-      [x[..., i:i + stride * (out_h - 1) + 1:stride,
-         j:j + stride * (out_w - 1) + 1:stride, :] for i in range(kh)
-       for j in range(kw)], axis=-1)
-
-
-class Conv(nn.Module):
-  """`nn.Conv` with "SAME" padding: same function, parameters and init.
-
-  Computed as one matrix product of the image patches with the kernel. On
-  XLA:CPU the gradient of a convolution's kernel takes a slow generic path
-  (a conv VAE step on MNIST took 1.3 s); as a matrix product it is a GEMM,
-  and the whole conv VAE trains over 10x faster. Accelerators run either
-  form at full speed.
-  """
-  features: int
-  kernel_size: tuple[int, int]
-  strides: int = 1
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                        (*self.kernel_size, x.shape[-1], self.features))
-    bias = self.param("bias", nn.initializers.zeros, (self.features,))
-    cols = patches(x, self.kernel_size, self.strides)
-    return cols @ kernel.reshape(-1, self.features) + bias
-
-
 def conv_features(x: jax.Array, *, channels: Sequence[int],
                   hidden: Sequence[int],
                   activation: Callable[[jax.Array], jax.Array]) -> jax.Array:
@@ -150,7 +106,7 @@ def conv_features(x: jax.Array, *, channels: Sequence[int],
   """
   h = x
   for i, c in enumerate(channels):
-    h = activation(Conv(c, (4, 4), strides=2, name=f"conv_{i}")(h))
+    h = activation(layers.Conv(c, (4, 4), strides=2, name=f"conv_{i}")(h))
   return dense_layers(h.reshape(*h.shape[:-3], -1), hidden, activation)
 
 
@@ -220,33 +176,6 @@ class MLPDecoder(nn.Module):
                       name=self.likelihood, event_ndim=len(self.event_shape))
 
 
-def depth_to_space(x: jax.Array, factor: int = 2) -> jax.Array:
-  """`[..., H, W, f*f*C]` -> `[..., f*H, f*W, C]` (pixel shuffle)."""
-  *lead, h, w, c = x.shape
-  c //= factor * factor
-  n = len(lead)
-  x = x.reshape(*lead, h, w, factor, factor, c).transpose(
-      *range(n), n, n + 2, n + 1, n + 3, n + 4)
-  return x.reshape(*lead, h * factor, w * factor, c)
-
-
-class Upsample(nn.Module):
-  """A learned x2 upsampling: the decoder's transposed convolution.
-
-  Computed as a sub-pixel convolution (Shi et al., 2016): a 3x3 conv in the
-  low-resolution grid gives the 4 output phases of each pixel, which
-  `depth_to_space` interleaves. It spans the functions of a stride-2 4x4
-  transposed conv (each output pixel depends on a 2x2 input neighbourhood,
-  covered by the 3x3 window) and needs no dilated convolution, which
-  XLA:CPU runs slowly.
-  """
-  features: int
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return depth_to_space(Conv(4 * self.features, (3, 3), name="conv")(x))
-
-
 class ConvDecoder(nn.Module):
   """Mirror of `conv_features`: dense layers, then x2 learned upsamplings.
 
@@ -272,8 +201,8 @@ class ConvDecoder(nn.Module):
                                  name="project")(h))
     h = h.reshape(*batch, h0, w0, self.channels[-1])
     for i, c in enumerate(reversed(self.channels[:-1])):
-      h = self.activation(Upsample(c, name=f"upsample_{i}")(h))
-    loc = Upsample(out_channels, name="loc")(h)
+      h = self.activation(layers.Upsample(c, name=f"upsample_{i}")(h))
+    loc = layers.Upsample(out_channels, name="loc")(h)
     loc = loc[..., :height, :width, :]
     return Likelihood(loc=loc, log_scale=self.output_scale(),
                       name=self.likelihood, event_ndim=len(self.event_shape))
@@ -302,6 +231,14 @@ class VAE(nn.Module):
   def reconstruct(self, x: jax.Array) -> jax.Array:
     """E[x|z] at the posterior mean, `[B, *event]`."""
     return self.decode(self.encode(x).mean).mean()
+
+  def sample_prior(self, rng: jax.Array, n: int) -> jax.Array:
+    """n latents from the prior p(z) = N(0, I), `[n, Z]`.
+
+    Call as `model.apply(params, rng, n, method="sample_prior")` with `n`
+    static; decode them for samples of x.
+    """
+    return jax.random.normal(rng, (n, self.encoder.latent_dim))
 
 
 class Autoencoder(nn.Module):
@@ -333,15 +270,6 @@ MODELS = ("mlp_vae", "conv_vae", "mlp_ae", "conv_ae")
 CODE_ACTIVATIONS = {"none": lambda x: x, "sigmoid": jax.nn.sigmoid,
                     "relu": jax.nn.relu}
 LEARN_SCALE = ("none", "global", "per_pixel")
-# Fields added after the first release, with the values that reproduce the
-# models of configs written before them.
-ADDED_FIELDS = {"conv_channels": (32, 64), "code_activation": "none",
-                "learn_scale": "none", "min_scale": 0.01}
-
-
-def field(config: ml_collections.ConfigDict, name: str):
-  """A `model` field, with its default for configs that predate it."""
-  return config.get(name, ADDED_FIELDS[name])
 
 
 def is_vae(config: ml_collections.ConfigDict) -> bool:
@@ -352,10 +280,10 @@ def is_vae(config: ml_collections.ConfigDict) -> bool:
 def validate_config(config: ml_collections.ConfigDict,
                     event_shape: tuple[int, ...] | None = None) -> None:
   """Raises UserError for a model config that cannot be built."""
-  channels = field(config, "conv_channels")
-  code_activation = field(config, "code_activation")
-  learn_scale = field(config, "learn_scale")
-  min_scale = field(config, "min_scale")
+  channels = config.conv_channels
+  code_activation = config.code_activation
+  learn_scale = config.learn_scale
+  min_scale = config.min_scale
   if config.name not in MODELS:
     raise UserError(f"Unknown model.name {config.name!r}; "
                     f"known: {', '.join(MODELS)}.")
@@ -403,10 +331,10 @@ def create_model(config: ml_collections.ConfigDict,
                  event_shape: tuple[int, ...]) -> VAE | Autoencoder:
   """Builds the model described by `config` (the `model` section)."""
   validate_config(config, event_shape)
-  channels = field(config, "conv_channels")
-  code_activation = field(config, "code_activation")
-  learn_scale = field(config, "learn_scale")
-  min_scale = field(config, "min_scale")
+  channels = config.conv_channels
+  code_activation = config.code_activation
+  learn_scale = config.learn_scale
+  min_scale = config.min_scale
   event_shape = tuple(event_shape)
   activation = ACTIVATIONS[config.activation]
   hidden = tuple(config.hidden)

@@ -2,22 +2,24 @@
 
 An objective is a pure function
 
-    objective(params, x, rng, hparams) -> (loss, metrics)
+    objective(params, x, rng, hparams, step=None) -> (loss, metrics)
 
 with `x` a `[B, *event]` batch of model inputs, `loss` shaped `[B]` and
 `metrics` a dict of `[B]` arrays (nats, or dB for PSNR). `hparams` holds the
 scalar hyperparameters that may differ between models trained together in
-one vmapped group (beta, ...); the train step adds `step`, the update count,
-for schedules such as the KL warm-up (evaluation passes no `step` and scores
-the full objective). Everything that changes shapes or code paths is fixed
-when the objective is created (`objective.num_samples`, the corruption, ...).
+one vmapped group, named in `HPARAMS` (the one table of them: it drives
+grouping, the step's inputs and the sweep summary); `step`, the update count,
+is given in training for schedules such as the KL warm-up (evaluation
+passes none and scores the full objective). Everything that changes shapes
+or code paths is fixed when the objective is created
+(`objective.num_samples`, the corruption, ...).
 
 VAEs train on `elbo` (beta-VAE, KL warm-up, free bits) or `iwae`;
 autoencoders on `ae` (plain, denoising, sparse).
 
 The importance weights of a diagonal Gaussian posterior live here too
 (`importance_terms`, `log_importance_weights`, `iwae_bound`): the IWAE
-objective trains on them and `vae_jax.evaluate` scores log p(x) with them, so
+objective trains on them and `vae_jax.importance` scores log p(x) with them, so
 both compute exactly the same per-example quantity.
 """
 
@@ -35,26 +37,17 @@ from vae_jax import losses
 from vae_jax import models
 from vae_jax.errors import UserError
 
-Objective = Callable[[Any, jax.Array, jax.Array, dict[str, jax.Array]],
-                     tuple[jax.Array, dict[str, jax.Array]]]
-OBJECTIVES = ("elbo", "iwae", "ae")
-VAE_OBJECTIVES = ("elbo", "iwae")
+Objective = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
+# Each objective's per-model scalar hyperparameters (`objective.<name>`
+# fields): models of one vmapped group may differ in these.
+HPARAMS = {
+    "elbo": ("beta",),
+    "iwae": (),
+    "ae": ("noise_level", "l1_weight", "sparsity_weight", "sparsity_target"),
+}
+OBJECTIVES = tuple(HPARAMS)
 # A code unit whose activation is below this counts as near zero.
 NEAR_ZERO = 0.01
-# ELBO fields added after the first release, with the values that reproduce
-# what configs written before them trained.
-ADDED_FIELDS = {"kl_warmup_steps": 0, "free_bits": 0.0}
-AE_FIELDS = ("corruption", "noise_level", "l1_weight", "sparsity_weight",
-             "sparsity_target")
-
-
-def _field(config: ml_collections.ConfigDict, name: str):
-  return config.get(name, ADDED_FIELDS[name])
-
-
-def num_samples_of(config: ml_collections.ConfigDict) -> int:
-  """Latent samples per example; configs without the field use one."""
-  return config.get("num_samples", 1)
 
 
 def validate_config(config: ml_collections.ConfigDict,
@@ -79,7 +72,7 @@ def validate_config(config: ml_collections.ConfigDict,
     return
   if config.beta < 0:
     raise UserError(f"objective.beta must be >= 0, got {config.beta}.")
-  k = num_samples_of(config)
+  k = config.num_samples
   if not isinstance(k, int) or isinstance(k, bool) or k < 1:
     raise UserError(
         f"objective.num_samples must be an integer >= 1, got {k!r}.")
@@ -88,8 +81,7 @@ def validate_config(config: ml_collections.ConfigDict,
     raise UserError(f"objective.beta={config.beta} has no meaning for the "
                     "iwae objective; leave it at 1.0 (use elbo for a "
                     "beta-VAE).")
-  warmup, free_bits = _field(config, "kl_warmup_steps"), _field(
-      config, "free_bits")
+  warmup, free_bits = config.kl_warmup_steps, config.free_bits
   if warmup < 0 or free_bits < 0:
     raise UserError("objective.kl_warmup_steps and objective.free_bits must "
                     f"be >= 0, got {warmup} and {free_bits}.")
@@ -101,11 +93,6 @@ def validate_config(config: ml_collections.ConfigDict,
 
 def _validate_ae(config: ml_collections.ConfigDict,
                  model_config: ml_collections.ConfigDict | None) -> None:
-  missing = [f for f in AE_FIELDS if f not in config]
-  if missing:
-    raise UserError(f"objective.name='ae' needs objective.{', '.join(missing)}"
-                    ": start from configs/mnist_ae.py (its ae_objective() "
-                    "holds them all).")
   corruption.validate(config.corruption, config.noise_level)
   if config.l1_weight < 0 or config.sparsity_weight < 0:
     raise UserError("objective.l1_weight and objective.sparsity_weight must "
@@ -115,7 +102,7 @@ def _validate_ae(config: ml_collections.ConfigDict,
     raise UserError("objective.sparsity_target (rho) must be in (0, 1), got "
                     f"{config.sparsity_target}.")
   if config.sparsity_weight > 0 and model_config is not None:
-    activation = models.field(model_config, "code_activation")
+    activation = model_config.code_activation
     if activation != "sigmoid":
       raise UserError("The KL sparsity penalty compares mean activations "
                       "with a probability rho: it needs "
@@ -123,28 +110,12 @@ def _validate_ae(config: ml_collections.ConfigDict,
 
 
 def hparams(config: ml_collections.ConfigDict) -> dict[str, float]:
-  """The objective's per-model scalar hyperparameters."""
-  if config.name == "ae":
-    return {"noise_level": float(config.noise_level),
-            "l1_weight": float(config.l1_weight),
-            "sparsity_weight": float(config.sparsity_weight),
-            "sparsity_target": float(config.sparsity_target)}
-  return {"beta": float(config.beta)}
-
-
-def metric_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """The keys of the metrics dict the objective returns (None: a VAE's)."""
-  if config is not None and config.name == "ae":
-    names = ("loss", "recon", "mse", "psnr", "l1", "sparsity", "code_mean",
-             "code_near_zero")
-    if config.corruption != "none":
-      names += ("psnr_input",)
-    return names
-  return ("loss", "recon", "kl", "nelbo")
+  """The objective's per-model scalar hyperparameters (`HPARAMS`)."""
+  return {name: float(config[name]) for name in HPARAMS[config.name]}
 
 
 # ----------------------------------------------------------------------------
-# Importance weights, shared with `vae_jax.evaluate`.
+# Importance weights, shared with `vae_jax.importance`.
 
 
 @flax.struct.dataclass
@@ -234,7 +205,7 @@ def elbo_objective(model, num_samples: int = 1, kl_warmup_steps: int = 0,
   warm-up and free bits are.
   """
 
-  def objective(params, x, rng, hparams):
+  def objective(params, x, rng, hparams, step=None):
     if num_samples == 1:
       # The model's own forward pass (encode, sample, decode) with one draw.
       out = model.apply(params, x, rng)
@@ -251,8 +222,8 @@ def elbo_objective(model, num_samples: int = 1, kl_warmup_steps: int = 0,
     kl_term = (losses.free_bits_kl(kl_per_unit, free_bits) if free_bits > 0
                else kl)
     beta = hparams["beta"]
-    if kl_warmup_steps > 0 and "step" in hparams:
-      beta = losses.kl_warmup_weight(beta, hparams["step"], kl_warmup_steps)
+    if kl_warmup_steps > 0 and step is not None:
+      beta = losses.kl_warmup_weight(beta, step, kl_warmup_steps)
     loss = losses.negative_elbo(log_likelihood, kl_term, beta)
     return loss, {"loss": loss, "recon": -log_likelihood, "kl": kl,
                   "nelbo": -log_likelihood + kl}
@@ -273,8 +244,8 @@ def iwae_objective(model, num_samples: int) -> Objective:
   the first sample, so they read like the `elbo` objective's.
   """
 
-  def objective(params, x, rng, hparams):
-    del hparams  # beta is validated to be 1: the bound has no weight.
+  def objective(params, x, rng, hparams, step=None):
+    del hparams, step  # The bound has no weight and no schedule.
     posterior = model.apply(params, x, method="encode")
     z = losses.reparameterize(rng, posterior.mean, posterior.log_var,
                               num_samples=num_samples)
@@ -307,7 +278,8 @@ def ae_objective(model, corruption_name: str = "none") -> Objective:
   `code_near_zero` (fraction of units with |h_j| < NEAR_ZERO).
   """
 
-  def objective(params, x, rng, hparams):
+  def objective(params, x, rng, hparams, step=None):
+    del step  # No schedule.
     event_ndim = x.ndim - 1
     x_in = corruption.corrupt(corruption_name, x, rng, hparams["noise_level"])
     out = model.apply(params, x_in)
@@ -331,15 +303,11 @@ def ae_objective(model, corruption_name: str = "none") -> Objective:
   return objective
 
 
-def create(config: ml_collections.ConfigDict, model,
-           model_config: ml_collections.ConfigDict | None = None
-           ) -> Objective:
-  """The objective named by the `objective` config section."""
-  validate_config(config, model_config)
+def create(config: ml_collections.ConfigDict, model) -> Objective:
+  """The objective named by the (validated) `objective` config section."""
   if config.name == "ae":
     return ae_objective(model, config.corruption)
   if config.name == "iwae":
-    return iwae_objective(model, num_samples_of(config))
-  return elbo_objective(model, num_samples_of(config),
-                        _field(config, "kl_warmup_steps"),
-                        _field(config, "free_bits"))
+    return iwae_objective(model, config.num_samples)
+  return elbo_objective(model, config.num_samples, config.kl_warmup_steps,
+                        config.free_bits)

@@ -1,23 +1,24 @@
-"""A trained workdir as a Python object.
+"""A trained workdir as a Python object: the notebook API.
 
     from vae_jax import trained
     m = trained.load("workdirs/mnist_vae")
     x = m.test_images(16)                # [16, 28, 28, 1] floats in [0, 1]
     q = m.encode(x)                      # VAE: Posterior(mean, log_var)
     x_hat = m.reconstruct(x)             # E[x|z] at the posterior mean
-    samples = m.sample(16, seed=0)       # E[x|z], z ~ N(0, I) (VAEs)
+    samples = m.sample(16, seed=0)       # E[x|z], z ~ p(z) (VAEs)
     scores = m.score(x)                  # per-example -ELBO terms, or
                                          # reconstruction error and PSNR
+    results = m.evaluate()               # every evaluator, as in training
 
 Inputs are `[N, *event]` arrays in [0, 1] (uint8 pixels are scaled); they are
 used as given, so binarize them first to score a binarized-data model the
 way its test set is scored (`test_images` does this). Every method is
 jit-compiled once per input shape; all but `decode` (a `models.Likelihood`
-of device arrays) return numpy arrays.
+of device arrays) and `evaluate` return numpy arrays. Loading reads the
+test split only, never the training set.
 """
 
 import functools
-import json
 import os
 from typing import Any
 
@@ -25,96 +26,41 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
+from vae_jax import config_lib
+from vae_jax import evaluators
 from vae_jax import input_pipeline
 from vae_jax import models
 from vae_jax import objectives
+from vae_jax import sharding
+from vae_jax import steps
+from vae_jax import workdir as workdir_lib
 from vae_jax.errors import UserError
-
-_TUPLE_FIELDS = ("hidden", "conv_channels")
-
-
-def upgrade_config(config: ml_collections.ConfigDict
-                   ) -> ml_collections.ConfigDict:
-  """Fills fields a saved config predates, and restores tuples from JSON."""
-  d = config.to_dict()
-  for name, value in models.ADDED_FIELDS.items():
-    d["model"].setdefault(name, value)
-  if d["objective"]["name"] in objectives.VAE_OBJECTIVES:
-    for name, value in objectives.ADDED_FIELDS.items():
-      d["objective"].setdefault(name, value)
-  for name in _TUPLE_FIELDS:
-    if name in d.get("model", {}):
-      d["model"][name] = tuple(d["model"][name])
-  return ml_collections.ConfigDict(d)
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config.json of a run, upgraded to the current fields."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    raise UserError(f"Workdir {workdir} has no config.json: give the workdir "
-                    "of a training run.")
-  with open(path) as f:
-    return upgrade_config(ml_collections.ConfigDict(json.load(f)))
-
-
-def checkpoint_manager(workdir: str, config: ml_collections.ConfigDict
-                       ) -> ocp.CheckpointManager:
-  """The Orbax manager of a run's `checkpoints/` (created if missing)."""
-  return ocp.CheckpointManager(
-      os.path.abspath(os.path.join(workdir, "checkpoints")),
-      options=ocp.CheckpointManagerOptions(
-          max_to_keep=config.training.checkpoints_to_keep, create=True))
-
-
-def latest_checkpoint(workdir: str, config: ml_collections.ConfigDict):
-  """(manager, step) of the latest checkpoint, or UserError if none."""
-  # Checked first: the manager would create the directory.
-  if os.path.isdir(os.path.join(workdir, "checkpoints")):
-    manager = checkpoint_manager(workdir, config)
-    step = manager.latest_step()
-    if step is not None:
-      return manager, step
-  raise UserError(f"Workdir {workdir} holds no checkpoint; train first.")
-
-
-def restore_params(manager, step: int, model: models.VAE | models.Autoencoder,
-                   event_shape: tuple[int, ...]) -> Any:
-  """The parameters saved at `step`, checked against the model's shapes."""
-  # Only the parameters are needed: restoring without a target skips
-  # rebuilding the optimizer state.
-  params = manager.restore(step, args=ocp.args.StandardRestore())["params"]
-  expected = jax.eval_shape(
-      lambda: models.init_params(model, jax.random.key(0), event_shape))
-  shapes = lambda t: jax.tree.map(lambda a: tuple(a.shape), t)
-  if (jax.tree.structure(params) != jax.tree.structure(expected)
-      or shapes(params) != shapes(expected)):
-    raise UserError(f"The checkpoint at step {step} in {manager.directory} "
-                    "does not match the model in its config.json.")
-  return jax.tree.map(lambda a, e: jnp.asarray(a, e.dtype), params, expected)
 
 
 class TrainedModel:
-  """A model and its parameters from a workdir's latest checkpoint."""
+  """A model and its parameters from a checkpoint of a workdir."""
 
   def __init__(self, config: ml_collections.ConfigDict,
                model: models.VAE | models.Autoencoder, params: Any, step: int,
-               data: input_pipeline.Dataset):
+               data: input_pipeline.Dataset, mesh: sharding.Mesh):
     self.config, self.model, self.params, self.step = (config, model, params,
                                                        step)
     self.data = data
     self.event_shape = tuple(data.event_shape)
     self.is_vae = models.is_vae(config.model)
-    self._objective = objectives.create(config.objective, model, config.model)
-    self._hparams = {k: jnp.float32(v) for k, v in
-                     objectives.hparams(config.objective).items()}
+    self._mesh = mesh
+    self._objective = objectives.create(config.objective, model)
+    self._hparams = steps.hparams_of(config)
     self._encode = jax.jit(functools.partial(model.apply, method="encode"))
     self._decode = jax.jit(functools.partial(model.apply, method="decode"))
     self._reconstruct = jax.jit(
         functools.partial(model.apply, method="reconstruct"))
-    self._score = jax.jit(self._objective)
+    self._score = jax.jit(functools.partial(steps.eval_step,
+                                            objective=self._objective))
+    self._sample = jax.jit(functools.partial(model.apply,
+                                             method="sample_prior"),
+                           static_argnums=2)
 
   def _inputs(self, x) -> jax.Array:
     x = np.asarray(x)
@@ -127,8 +73,7 @@ class TrainedModel:
 
   def test_images(self, n: int | None = None) -> np.ndarray:
     """The first n test images as the run scores them, floats in [0, 1]."""
-    images = self.data.test_images[:n]
-    return np.asarray(images, np.float32) / 255.0
+    return np.asarray(self.data.test_images[:n], np.float32) / 255.0
 
   def encode(self, x):
     """q(z|x) (`models.Posterior`) for a VAE, the code `[N, Z]` for an AE."""
@@ -143,41 +88,84 @@ class TrainedModel:
     return np.asarray(self._reconstruct(self.params, self._inputs(x)))
 
   def sample(self, n: int, seed: int = 0) -> np.ndarray:
-    """E[x|z] for n latents z ~ N(0, I) (VAEs only), `[n, *event]`."""
+    """E[x|z] for n latents z ~ p(z) (VAEs only), `[n, *event]`."""
     if not self.is_vae:
       raise UserError("An autoencoder has no prior to sample from; use a VAE.")
-    z = jax.random.normal(jax.random.key(seed),
-                          (n, self.config.model.latent_dim))
+    z = self._sample(self.params, jax.random.key(seed), n)
     return np.asarray(self.decode(z).mean())
 
   def score(self, x, seed: int = 0) -> dict[str, np.ndarray]:
-    """The objective's metrics on x, `[N]` each.
+    """The objective's per-example test metrics on x, `[N]` each.
 
-    Per example, except the batch-level terms, which depend on the whole x:
-    the sparsity penalty (and `loss` with it) and a free-bits `loss`.
+    The function the `elbo` evaluator averages over the test set
+    (`steps.eval_step`). Per example, except the batch-level terms, which
+    depend on the whole x: the sparsity penalty (and `loss` with it) and a
+    free-bits `loss`.
 
-    VAEs: `nelbo` (single-sample -ELBO, nats), `recon`, `kl`; for
-    importance-sampled log p(x) use `vae_jax.evaluate`. Autoencoders:
-    `recon` (nats), `mse`, `psnr` (dB) and the code statistics; a denoising
-    autoencoder first corrupts x with noise drawn from `seed` (its run's
-    evaluation draws from its own key), and scores reconstructing clean x.
+    VAEs: `nelbo` (single-sample -ELBO, nats), `recon`, `kl`; for the
+    importance-sampled log p(x) of the test set use `evaluate()`.
+    Autoencoders: `recon` (nats), `mse`, `psnr` (dB) and the code
+    statistics; a denoising autoencoder first corrupts x with noise drawn
+    from `seed`, and scores reconstructing clean x.
     """
-    _, metrics = self._score(self.params, self._inputs(x),
-                             jax.random.key(seed), self._hparams)
+    metrics = self._score(self.params, self._hparams, self._inputs(x),
+                          jax.random.key(seed))
     return {k: np.asarray(v) for k, v in metrics.items()}
 
+  def evaluate(self) -> dict[str, evaluators.Output]:
+    """Runs every enabled evaluator of the config, as training does.
 
-def load(workdir: str, step: int | None = None) -> TrainedModel:
-  """Loads the run in `workdir` at its latest checkpoint (or at `step`)."""
+    Returns:
+      `{name: Output}`: each evaluator's metrics, labels and images.
+    """
+    ctx = evaluators.Context(configs=[self.config], model=self.model,
+                             objective=self._objective, data=self.data,
+                             mesh=self._mesh)
+    keys = steps.Keys.from_seed(self.config.seed)
+    stacked = lambda tree: jax.tree.map(
+        lambda a: sharding.global_array(np.asarray(a)[None],
+                                        self._mesh.models), tree)
+    state = steps.TrainState(
+        step=stacked(np.int32(self.step)), params=stacked(self.params),
+        opt_state=None, rng=stacked(jax.random.key_data(keys.loop)),
+        hparams=stacked(self._hparams))
+    return {name: ev.run(state)[0]
+            for name, ev in evaluators.create(ctx).items()}
+
+
+def load(workdir: str, step: int | None = None,
+         config: ml_collections.ConfigDict | None = None) -> TrainedModel:
+  """Loads the run in `workdir` at its latest checkpoint (or at `step`).
+
+  Args:
+    workdir: a training run's directory.
+    step: a saved step; default the latest.
+    config: the config to evaluate with; default the run's config.json. It
+      may differ from the run's in what a resumed run may change (e.g. the
+      `evals` section), and is validated here.
+
+  Raises:
+    UserError: no such workdir, no checkpoint (at `step`), an incompatible
+      config, or a checkpoint that does not match the model.
+  """
   if not os.path.isdir(workdir):
     raise UserError(f"Workdir {workdir} does not exist.")
-  config = load_config(workdir)
-  manager, latest = latest_checkpoint(workdir, config)
-  step = latest if step is None else step
-  if step not in manager.all_steps():
+  if config is None:
+    config = workdir_lib.load_config(workdir)
+  config_lib.validate(config)
+  workdir_lib.check_compatible(config, workdir)
+  saved = workdir_lib.checkpoint_steps(workdir)
+  if not saved:
+    raise UserError(f"Workdir {workdir} holds no checkpoint; train first.")
+  step = saved[-1] if step is None else step
+  if step not in saved:
     raise UserError(f"Workdir {workdir} has no checkpoint at step {step}; it "
-                    f"has {sorted(manager.all_steps())}.")
-  data = input_pipeline.load(config.data)
+                    f"has {saved}.")
+  data = input_pipeline.load(config.data, train=False)
   model = models.create_model(config.model, data.event_shape)
-  params = restore_params(manager, step, model, data.event_shape)
-  return TrainedModel(config, model, params, step, data)
+  like = jax.eval_shape(lambda: models.init_params(
+      model, jax.random.key(0), data.event_shape))
+  params = workdir_lib.restore(workdir_lib.checkpoint_manager(workdir), step,
+                               like, params_only=True)
+  mesh = sharding.create(config.training.model_axis_size)
+  return TrainedModel(config, model, params, step, data, mesh)

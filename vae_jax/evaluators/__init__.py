@@ -1,0 +1,46 @@
+"""Evaluators: every use of a trained model, one small class per file.
+
+`config.evals.<name>` configures the evaluator registered as `name`:
+`enabled`, `every_steps` (0: the last step only) and its own fields. The
+train loop runs each enabled evaluator at its steps and at the last step,
+`--mode=eval` and `trained.TrainedModel.evaluate` run them once; all call
+the same objects. See the README, "Adding an evaluator".
+"""
+
+import ml_collections
+
+from vae_jax.errors import UserError
+from vae_jax.evaluators import common
+from vae_jax.evaluators import elbo
+from vae_jax.evaluators import images
+from vae_jax.evaluators import nll
+
+Context = common.Context
+Output = common.Output
+
+# name -> class with __init__(entry, ctx), validate(entry, config),
+# compile(state) and run(state) -> [Output per model].
+REGISTRY = {
+    "elbo": elbo.Evaluator,
+    "nll": nll.Evaluator,
+    "images": images.Evaluator,
+}
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Checks every `config.evals` entry; raises UserError."""
+  for name, entry in config.evals.items():
+    if name not in REGISTRY:
+      raise UserError(f"Unknown evaluator evals.{name}; known: "
+                      f"{', '.join(REGISTRY)}.")
+    if entry.every_steps < 0:
+      raise UserError(f"evals.{name}.every_steps must be >= 0 (0: the last "
+                      f"step only), got {entry.every_steps}.")
+    if entry.enabled:
+      REGISTRY[name].validate(entry, config)
+
+
+def create(ctx: Context) -> dict:
+  """The enabled evaluators of `ctx.config`, by name, in config order."""
+  return {name: REGISTRY[name](entry, ctx)
+          for name, entry in ctx.config.evals.items() if entry.enabled}

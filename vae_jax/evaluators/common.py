@@ -1,0 +1,120 @@
+"""What every evaluator shares: its inputs, its outputs, the padded test set.
+
+An evaluator is built once from its config entry (`config.evals.<name>`)
+and a `Context` (the run's configs, model, objective, data and mesh), and
+`run(state)` scores every model of a stacked train state, returning one
+`Output` per model. The train loop, `--mode=eval` and the Python API
+(`trained.TrainedModel.evaluate`) all call the same objects.
+"""
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from vae_jax import input_pipeline
+from vae_jax import losses
+from vae_jax import models
+from vae_jax import objectives
+from vae_jax import sharding
+from vae_jax import steps
+
+
+@dataclasses.dataclass
+class Context:
+  """The parts of a run that evaluators are built from."""
+  configs: list[ml_collections.ConfigDict]  # one per model of the group
+  model: models.VAE | models.Autoencoder
+  objective: objectives.Objective
+  data: input_pipeline.Dataset
+  mesh: sharding.Mesh
+
+  @property
+  def config(self) -> ml_collections.ConfigDict:
+    """The config the models share (they differ in hyperparameters only)."""
+    return self.configs[0]
+
+  @property
+  def num_models(self) -> int:
+    return len(self.configs)
+
+  @property
+  def is_vae(self) -> bool:
+    return models.is_vae(self.config.model)
+
+  @functools.cached_property
+  def test_set(self) -> "TestSet":
+    return TestSet(self.data.test_images, self.config.eval.batch_size,
+                   self.mesh)
+
+  def keys(self, purpose: str) -> jax.Array:
+    """`[K]` keys of one `steps.Keys` stream, one per model, on the mesh."""
+    data = np.stack([jax.random.key_data(getattr(
+        steps.Keys.from_seed(c.seed), purpose)) for c in self.configs])
+    return jax.random.wrap_key_data(
+        sharding.global_array(data, self.mesh.models))
+
+  @functools.cached_property
+  def _select(self):
+    return jax.jit(steps.index, out_shardings=self.mesh.replicated)
+
+  def select(self, tree: Any, i: int) -> Any:
+    """Model i of a stacked (possibly sharded) tree, replicated."""
+    return self._select(tree, sharding.scalar(i, self.mesh.replicated))
+
+  def about(self, **labels) -> dict[str, Any]:
+    """How a number was obtained: split, examples, binarization, and more."""
+    d = self.config.data
+    return {"split": d.eval_split, "num_examples": len(self.data.test_images),
+            "binarization": (f"fixed, seed {d.binarization_seed}"
+                             if d.binarization != "none" else "none"),
+            **labels}
+
+
+@dataclasses.dataclass
+class Output:
+  """What an evaluator reports for one model."""
+  metrics: dict[str, Any]  # floats (and lists: per-unit diagnostics)
+  about: dict[str, Any] = dataclasses.field(default_factory=dict)  # labels
+  images: dict[str, np.ndarray] = dataclasses.field(
+      default_factory=dict)  # [H, W, C] grids in [0, 1]
+
+
+class TestSet:
+  """The evaluation split in padded batches, on the run's mesh.
+
+  `images` `[NB, EB, *event]` uint8 and `mask` `[NB, EB]` (1 for real
+  examples) are split over the data axis; batch i holds examples
+  [i EB, (i + 1) EB), and the last one is padded.
+  """
+
+  def __init__(self, images: np.ndarray, batch_size: int,
+               mesh: sharding.Mesh):
+    self.num_examples = len(images)
+    batches, mask = input_pipeline.eval_batches(images, batch_size)
+    self.num_batches, self.batch_size = mask.shape
+    self.images = sharding.global_array(batches, mesh.batches)
+    self.mask = sharding.global_array(mask, mesh.batches)
+    self.host_mask = mask
+
+
+def masked_mean(sums: np.ndarray, num_examples: int) -> float:
+  """The mean of per-example values from their masked per-batch sums.
+
+  Args:
+    sums: `[NB]` sums over each batch's real examples.
+    num_examples: N, the real examples over all batches.
+
+  Returns:
+    sum / N, added up in float64.
+  """
+  return float(np.sum(np.asarray(sums, np.float64))) / num_examples
+
+
+def bits_per_dim(nats: float, num_dims: int) -> float:
+  """nats per example -> bits per dimension: nats / (D log 2)."""
+  return float(losses.bits_per_dim(nats, num_dims))
+

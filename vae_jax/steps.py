@@ -1,0 +1,259 @@
+"""Pure, jit-compiled steps: train state, PRNG streams, train and eval steps.
+
+Every train state is *stacked*: each leaf has a leading model axis `[K]`,
+and a single run is a group of K = 1. `train_step` updates one model;
+`vmap_models` maps it over the stacked group with the data batch shared.
+`train_chunk` runs up to `training.steps_per_call` steps in one device call
+(a `lax.while_loop` whose trip count is data, so nothing recompiles).
+
+Everything a step does is a function of (state, step): the batch comes from
+`input_pipeline.TrainBatches`, its binarization from `fold_in(data key,
+step)` and the model's noise from `fold_in(state.rng, step)`. Restoring a
+checkpoint therefore resumes bit for bit.
+"""
+
+import dataclasses
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from vae_jax import input_pipeline
+from vae_jax import models
+from vae_jax import objectives
+
+
+@dataclasses.dataclass(frozen=True)
+class Keys:
+  """Every PRNG stream of a run, by purpose, from its `seed`.
+
+  The derivations are fixed: changing one changes the numbers of every run.
+  """
+  init: jax.Array  # parameter initialization
+  loop: jax.Array  # the model's noise at step s: fold_in(loop, s)
+  eval: jax.Array  # latent samples of test batch i: fold_in(eval, i)
+  importance: jax.Array  # importance samples (`vae_jax.importance`)
+  images: jax.Array  # prior samples and corruptions shown in image grids
+
+  @classmethod
+  def from_seed(cls, seed: int) -> "Keys":
+    root = jax.random.key(seed)
+    init, loop = jax.random.split(root)
+    return cls(init=init, loop=loop,
+               eval=jax.random.fold_in(root, 1 << 20),
+               importance=jax.random.fold_in(root, 1 << 21),
+               images=jax.random.fold_in(root, 1 << 22))
+
+
+@flax.struct.dataclass
+class TrainState:
+  """One model's state; stacked, each leaf gains a leading `[K]` axis."""
+  step: jax.Array  # [] int32: updates applied so far
+  params: Any
+  opt_state: optax.OptState
+  rng: jax.Array  # [2] uint32: key data of the loop key (`Keys.loop`)
+  hparams: dict[str, jax.Array]  # [] float32 each, see `hparam_fields`
+
+
+def hparam_fields(config: ml_collections.ConfigDict) -> dict[str, str]:
+  """The per-model scalar hyperparameters: step input name -> config field.
+
+  The one table of them: it decides which configs can share a vmapped
+  group (with `seed`, see `group_fields`), what the step receives as data,
+  and the sweep summary's columns.
+  """
+  return {"learning_rate": "optimizer.learning_rate",
+          **{name: f"objective.{name}"
+             for name in objectives.HPARAMS[config.objective.name]}}
+
+
+def group_fields(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """Config fields in which models of one vmapped group may differ."""
+  return ("seed", *hparam_fields(config).values())
+
+
+def hparams_of(config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
+  """`{name: [] float32}` of `hparam_fields`, read from `config`."""
+  out = {}
+  for name, field in hparam_fields(config).items():
+    section, key = field.split(".")
+    out[name] = jnp.asarray(config[section][key], jnp.float32)
+  return out
+
+
+def create_train_state(rng_init: jax.Array, rng_loop: jax.Array,
+                       hparams: dict[str, jax.Array], *,
+                       model: models.VAE | models.Autoencoder,
+                       tx: optax.GradientTransformation,
+                       event_shape: tuple[int, ...]) -> TrainState:
+  """One model's initial state (not stacked).
+
+  Args:
+    rng_init: `Keys.init` of the model's seed.
+    rng_loop: `Keys.loop`; kept in the state as key data.
+    hparams: `hparams_of(config)`.
+    model: the model.
+    tx: its optimizer.
+    event_shape: the shape of one example.
+  """
+  params = models.init_params(model, rng_init, event_shape)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=tx.init(params),
+                    rng=jax.random.key_data(rng_loop), hparams=hparams)
+
+
+def stack(trees: list[Any]) -> Any:
+  """Stacks pytrees of the same structure on a new leading axis."""
+  return jax.tree.map(lambda *a: jnp.stack(a), *trees)
+
+
+def index(tree: Any, i: int | jax.Array) -> Any:
+  """Model i of a stacked pytree."""
+  return jax.tree.map(lambda a: a[i], tree)
+
+
+def train_step(state: TrainState, x: jax.Array, *,
+               objective: objectives.Objective,
+               tx: optax.GradientTransformation, schedule: optax.Schedule
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One update of one model.
+
+  Args:
+    state: the model's train state (not stacked).
+    x: `[B, *event]` float32 model inputs (see `input_pipeline.preprocess`).
+    objective: per-example loss, see `vae_jax.objectives`.
+    tx: optimizer without its learning rate (`vae_jax.optim.create`).
+    schedule: unit learning-rate schedule.
+
+  Returns:
+    The new state and batch-mean metrics (scalars): the objective's, plus
+    `grad_norm` and `learning_rate` (the effective rate of this step).
+  """
+  rng_model = jax.random.fold_in(jax.random.wrap_key_data(state.rng),
+                                 state.step)
+
+  def loss_fn(params):
+    loss, metrics = objective(params, x, rng_model, state.hparams,
+                              step=state.step)
+    return jnp.mean(loss), metrics
+
+  grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  lr = state.hparams["learning_rate"]
+  params = jax.tree.map(lambda p, u: p - lr * u, state.params, updates)
+  metrics = {k: jnp.mean(v) for k, v in metrics.items()}
+  # Behind the barrier the norm's squares are not merged with Adam's (same
+  # expression): XLA:CPU would write the shared squares out as one more
+  # gradient-sized array, a pass over memory that a vmapped group, whose
+  # state does not fit the cache, pays for (README, "Sweeps").
+  metrics["grad_norm"] = optax.global_norm(
+      jax.lax.optimization_barrier(grads))
+  metrics["learning_rate"] = lr * schedule(state.step)
+  return state.replace(step=state.step + 1, params=params,
+                       opt_state=opt_state), metrics
+
+
+def vmap_models(step_fn):
+  """`step_fn(state, x)` over a stacked group of models sharing each batch.
+
+  Each model gets the batch as its own row of a broadcast `[K, B, ...]`
+  array: its layers are then batched matmuls whose kernel gradients come
+  out in the parameters' layout. With the batch unbatched (`in_axes=None`)
+  the first layer is one wide matmul, but XLA:CPU transposes its gradient
+  for every use in the optimizer (a group of 8 MLP VAEs 784-500-20 took 31
+  ms per step that way on 2 CPU cores, 27 ms with the broadcast).
+  """
+  vmapped = jax.vmap(step_fn)
+
+  def group_step(state, x):
+    num_models = jax.tree.leaves(state.step)[0].shape[0]
+    return vmapped(state, jnp.broadcast_to(x, (num_models, *x.shape)))
+
+  return group_step
+
+
+def train_chunk(state: TrainState, images: jax.Array, num_steps: jax.Array,
+                first_step: jax.Array, sums: dict[str, jax.Array],
+                finite: jax.Array, *, step_fn, binarization: str,
+                data_seed: int) -> tuple[TrainState, dict[str, jax.Array],
+                                         jax.Array]:
+  """Runs up to `num_steps` <= C steps on `[C, B, ...]` batches, on device.
+
+  The batch of step s is preprocessed once, with the key
+  `fold_in(key(data_seed), s)`: like the data order, a dynamic binarization
+  belongs to the data, so the models of a group share it and a model alone
+  sees exactly the inputs it sees in a group.
+
+  Metric sums and the finite flag are carried from call to call on the
+  device, so the host dispatches chunk after chunk without waiting and only
+  reads them back when it logs. The loop stops at the first step whose loss
+  or gradient norm is not finite (for any model of a group), and once
+  `finite` is False later calls run no step: that state is never saved.
+
+  Args:
+    state: stacked train state `[K]`.
+    images: `[C, B, *event]` uint8 batches; the first `num_steps` are used.
+    num_steps: `[]` int32, how many steps to run.
+    first_step: `[]` int32, the step of `images[0]` (every model of a group
+      is at it; passed in so a group sharded over devices needs no reduction
+      of its step counters).
+    sums: running sums of each step metric, `[K]` each.
+    finite: `[]` bool, False once a step was not finite.
+    step_fn: `vmap_models(train_step with its static arguments bound)`.
+    binarization: how `images` become model inputs.
+    data_seed: seeds the binarization noise.
+
+  Returns:
+    `(state, sums, finite)`. When `finite` is False, the bad step is
+    `state.step - 1`.
+  """
+  data_key = jax.random.key(data_seed)
+
+  def cond(carry):
+    i, _, _, finite = carry
+    return (i < num_steps) & finite
+
+  def body(carry):
+    i, state, sums, _ = carry
+    x = input_pipeline.preprocess(
+        images[i], jax.random.fold_in(data_key, first_step + i), binarization)
+    state, metrics = step_fn(state, x)
+    finite = (jnp.all(jnp.isfinite(metrics["loss"]))
+              & jnp.all(jnp.isfinite(metrics["grad_norm"])))
+    sums = jax.tree.map(lambda s, m: s + jnp.where(finite, m, 0.0), sums,
+                        metrics)
+    return i + 1, state, sums, finite
+
+  _, state, sums, finite = jax.lax.while_loop(
+      cond, body, (jnp.zeros((), jnp.int32), state, sums, finite))
+  return state, sums, finite
+
+
+def metric_names(step_fn, state: TrainState,
+                 batch_shape: tuple[int, ...]) -> tuple[str, ...]:
+  """The metrics `step_fn(state, x)` returns, from shapes alone (no compute).
+
+  Args:
+    step_fn: a (vmapped) train step.
+    state: its state, or a `jax.ShapeDtypeStruct` tree of it.
+    batch_shape: `[B, *event]` of x.
+  """
+  x = jax.ShapeDtypeStruct(batch_shape, jnp.float32)
+  _, metrics = jax.eval_shape(step_fn, state, x)
+  return tuple(metrics)
+
+
+def eval_step(params: Any, hparams: dict[str, jax.Array], x: jax.Array,
+              rng: jax.Array, *,
+              objective: objectives.Objective) -> dict[str, jax.Array]:
+  """The objective's per-example test metrics, `[B]` each, for one model.
+
+  The full objective (no warm-up: `step` is not given); a VAE's latents are
+  drawn from `rng`. Batch-level terms (free bits, the sparsity penalty) see
+  the whole batch `x`.
+  """
+  _, metrics = objective(params, x, rng, hparams)
+  return metrics

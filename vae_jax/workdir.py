@@ -1,0 +1,132 @@
+"""A run's directory: its config, checkpoints and results.
+
+    DIR/config.json     the run's full config (`config_lib` schema)
+    DIR/checkpoints/    Orbax checkpoints of the train state, one per step
+    DIR/results.json    the evaluators' final numbers, labelled
+    DIR/metrics.jsonl   every logged scalar (`writers.MetricWriter`)
+    DIR/images/, DIR/tb/
+
+Only process 0 writes config.json and results.json; every process writes its
+part of the checkpoints, to a workdir on a shared file system.
+"""
+
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import orbax.checkpoint as ocp
+
+from vae_jax import config_lib
+from vae_jax.errors import UserError
+
+CONFIG = "config.json"
+RESULTS = "results.json"
+# Fields a resumed run may change: they alter what is logged, evaluated or
+# how long it runs, not what a step computes. Any other difference is an
+# error.
+RESUMABLE_CHANGES = ("eval.", "evals.", "sweep.", "training.log_every_steps",
+                     "training.checkpoint_every_steps",
+                     "training.checkpoints_to_keep", "training.steps_per_call",
+                     "training.num_epochs", "training.model_axis_size",
+                     "data.data_dir", "data.download")
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config.json of a run; UserError if there is none."""
+  path = os.path.join(workdir, CONFIG)
+  if not os.path.isfile(path):
+    raise UserError(f"Workdir {workdir} has no {CONFIG}: give the workdir of "
+                    "a training run.")
+  with open(path) as f:
+    return config_lib.from_json(f.read())
+
+
+def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, CONFIG), "w") as f:
+      f.write(config.to_json(indent=2))
+
+
+def check_compatible(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Refuses a workdir that holds a run with an incompatible config."""
+  if not os.path.exists(os.path.join(workdir, CONFIG)):
+    return
+  saved = load_config(workdir)
+  diff = config_lib.differences(saved, config, RESUMABLE_CHANGES)
+  if diff:
+    old, new = config_lib.flatten(saved), config_lib.flatten(config)
+    shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})"
+                      for k in diff[:3])
+    raise UserError(
+        f"Workdir {workdir} holds a run with a different config ({shown}"
+        f"{', ...' if len(diff) > 3 else ''}): use a new --workdir, or the "
+        f"saved {CONFIG}.")
+
+
+def checkpoint_manager(workdir: str, max_to_keep: int | None = None
+                       ) -> ocp.CheckpointManager:
+  """The Orbax manager of `workdir/checkpoints/` (created if missing)."""
+  return ocp.CheckpointManager(
+      os.path.abspath(os.path.join(workdir, "checkpoints")),
+      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
+                                           create=True))
+
+
+def checkpoint_steps(workdir: str) -> list[int]:
+  """The steps saved in `workdir`, sorted; creates nothing."""
+  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    return []
+  return sorted(checkpoint_manager(workdir).all_steps())
+
+
+def restore(manager: ocp.CheckpointManager, step: int, like: Any, *,
+            params_only: bool = False) -> Any:
+  """The state saved at `step`, in the layout and dtypes of `like`.
+
+  Args:
+    manager: the workdir's `checkpoint_manager`.
+    step: a saved step.
+    like: a train state (arrays or `jax.ShapeDtypeStruct`s, with their
+      shardings) of the run; with `params_only`, its parameters.
+    params_only: restore the parameters only (the optimizer state is not
+      read), checking their structure and shapes against `like`.
+
+  Returns:
+    The restored state, or parameters.
+
+  Raises:
+    UserError: the checkpoint does not hold parameters shaped like `like`.
+  """
+  if not params_only:
+    return manager.restore(step, args=ocp.args.StandardRestore(like))
+  params = manager.restore(step, args=ocp.args.StandardRestore())["params"]
+  shapes = lambda t: jax.tree.map(lambda a: tuple(a.shape), t)
+  if (jax.tree.structure(params) != jax.tree.structure(like)
+      or shapes(params) != shapes(like)):
+    raise UserError(f"The checkpoint at step {step} in {manager.directory} "
+                    f"does not match the model in its {CONFIG}.")
+  return jax.tree.map(lambda a, e: jnp.asarray(a, e.dtype), params, like)
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
+  """Saves one model's (unstacked) train state at `step`, asynchronously."""
+  manager.save(step, args=ocp.args.StandardSave(state))
+
+
+def write_results(workdir: str, results: dict[str, Any]) -> None:
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, RESULTS), "w") as f:
+      json.dump(results, f, indent=2)
+
+
+def read_results(workdir: str) -> dict[str, Any]:
+  with open(os.path.join(workdir, RESULTS)) as f:
+    return json.load(f)
+
+
+def is_done(workdir: str) -> bool:
+  """Whether the run in `workdir` finished (wrote its results)."""
+  return os.path.exists(os.path.join(workdir, RESULTS))
