@@ -26,6 +26,7 @@ Adam moments, the bytes a step reads and writes. Writes
 width other than 500).
 """
 
+import functools
 import json
 import os
 import platform
@@ -40,8 +41,16 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from vae_jax import config_utils  # pylint: disable=g-import-not-at-top
-from vae_jax import train  # pylint: disable=g-import-not-at-top
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from vae_jax import config_lib
+from vae_jax import input_pipeline
+from vae_jax import models
+from vae_jax import objectives
+from vae_jax import optim
+from vae_jax import sharding
+from vae_jax import steps
+from vae_jax import train
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 _SIZES = flags.DEFINE_list("group_sizes", ["1", "2", "4", "8", "16"],
                            "Numbers of models per group.")
@@ -52,35 +61,55 @@ _OUT = flags.DEFINE_string("out", os.path.join(REPO, "experiments", "results"),
 
 
 class Program:
-  """A compiled group of k models and the inputs to time it on."""
+  """A compiled group of k models and the inputs to time it on.
+
+  Built from the train loop's own builders (`train.initial_states`,
+  `train.group_step`, `train.chunk_program`, `train.batch_source`).
+  """
 
   def __init__(self, k: int):
-    configs = [config_utils.get_config(
+    configs = [config_lib.get_config(
         os.path.join(REPO, "configs", "mnist_vae.py"), None,
         {"objective.beta": float(b), "seed": i,
          "model.hidden": (_HIDDEN.value,),
          "model.latent_dim": 20})
                for i, b in enumerate(np.linspace(0.5, 4.0, k))]
-    self.setup = setup = train.Setup(configs)
-    self.state, self.keys, self.hparams, eval_keys = setup.place(
-        configs, [setup.init_state(c) for c in configs])
-    setup.compile(self.state, self.keys, self.hparams, eval_keys)
-    self.memory = setup.run_steps.memory_analysis()
-    self.steps = configs[0].training.steps_per_call
-    self.images, self.n = setup.chunk(0, self.steps), setup.scalar(self.steps)
+    config = configs[0]
+    config_lib.validate(config)
+    data = input_pipeline.load(config.data)
+    model = models.create_model(config.model, data.event_shape)
+    objective = objectives.create(config.objective, model)
+    per_epoch, total = train.schedule_length(config, data.num_train_examples)
+    tx, schedule = optim.create(config.optimizer, total)
+    mesh = sharding.create(1, k)
+    self.state = steps.stack(train.initial_states(
+        configs, model, tx, data.event_shape, mesh))
+    step_fn = train.group_step(objective, tx, schedule)
+    self.steps = config.training.steps_per_call
+    self.batches = train.batch_source(config, data, per_epoch, mesh)
+    self.scalar = functools.partial(sharding.scalar, sharding=mesh.replicated)
+    self.images, self.n = self.batches(0, self.steps), self.scalar(self.steps)
+    names = steps.metric_names(step_fn, self.state,
+                               (config.training.batch_size,
+                                *data.event_shape))
+    self.sums = {m: np.zeros(k, np.float32) for m in names}
+    self.finite = self.scalar(True)
+    self.run = train.chunk_program(config, step_fn).lower(
+        self.state, self.images, self.n, self.scalar(0), self.sums,
+        self.finite).compile()
+    self.memory = self.run.memory_analysis()
     self.step = 0
-    self.sums, self.finite = setup.zero_sums(), setup.scalar(True)
     self.call(gather=True)  # Warm-up.
 
   def call(self, gather: bool) -> float:
     """Seconds per step of one chunk; `gather`: as the train loop does."""
     start = time.perf_counter()
-    self.state, self.sums, self.finite = self.setup.run_steps(
-        self.state, self.images, self.n, self.setup.scalar(self.step),
-        self.keys, self.hparams, self.sums, self.finite)
+    self.state, self.sums, self.finite = self.run(
+        self.state, self.images, self.n, self.scalar(self.step), self.sums,
+        self.finite)
     if gather:
       self.step += self.steps
-      self.images = self.setup.chunk(self.step, self.steps)
+      self.images = self.batches(self.step, self.steps)
     jax.block_until_ready((self.sums, self.images))
     assert bool(self.finite)
     return (time.perf_counter() - start) / self.steps

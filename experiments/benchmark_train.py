@@ -1,20 +1,30 @@
 r"""Training throughput of the MLP VAE 784-500-20 (batch 128, dynamic binarization).
 
-  python experiments/benchmark_train.py [--epochs=5] [--out=experiments/results]
+  python experiments/benchmark_train.py [--epochs=5] [--rounds=3] \
+      [--baseline_rev=9848b40] [--out=experiments/results]
 
-Measures, in one process:
-  * end to end: `train.train_and_evaluate` on MNIST, images/s of the whole
+Measures, in one run of this script:
+  * step alone, K = 1 vmapped vs unvmapped: the jitted chunk of
+    `training.steps_per_call` steps on a batch chunk already on the device,
+    once with the train state stacked `[1]` and the step vmapped (what
+    `train.py` runs for a single model) and once unstacked and unvmapped
+    (what the train loop ran before the renovation); the calls alternate,
+    and the ratio is the median over the pairs, with quartiles.
+  * end to end, before vs after: `python -m vae_jax.main` of the same run
+    from the code at `--baseline_rev` (exported with `git archive`) and from
+    this tree, alternating over `--rounds` rounds; images/s of the whole
     train loop from its first step to its last (host batching, transfers,
     logging, evaluations and checkpoints included; start-up and compilation,
-    which happen before the first step, reported separately);
-  * train step alone: the jitted multi-step program on a batch chunk already
-    on the device, nothing else.
+    which happen before the first step, excluded), read from each run's
+    metrics.jsonl.
 Writes `benchmark_train.json` and `.md` to --out, with the device.
 """
 
+import functools
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,69 +36,143 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from vae_jax import config_utils  # pylint: disable=g-import-not-at-top
-from vae_jax import train  # pylint: disable=g-import-not-at-top
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from vae_jax import config_lib
+from vae_jax import input_pipeline
+from vae_jax import models
+from vae_jax import objectives
+from vae_jax import optim
+from vae_jax import sharding
+from vae_jax import steps
+from vae_jax import train
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
-_EPOCHS = flags.DEFINE_float("epochs", 5.0, "Epochs of the end-to-end run.")
+_EPOCHS = flags.DEFINE_float("epochs", 5.0, "Epochs of each end-to-end run.")
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "End-to-end runs of each code.")
+_REPEATS = flags.DEFINE_integer("repeats", 40, "Step-only pairs to time.")
+_BASELINE = flags.DEFINE_string(
+    "baseline_rev", "9848b40",
+    "Git revision of the 'before' code; empty to skip the end-to-end "
+    "comparison.")
 _OUT = flags.DEFINE_string("out", os.path.join(REPO, "experiments", "results"),
                            "Where the result files go.")
-_REPEATS = flags.DEFINE_integer("repeats", 40, "Step-only calls to time.")
 
+CONFIG = os.path.join(REPO, "configs", "mnist_vae.py")
 MODEL = {"model.hidden": (500,), "model.latent_dim": 20,
          "training.batch_size": 128, "data.binarization": "dynamic",
          "optimizer.learning_rate": 5e-3, "optimizer.warmup_steps": 100,
          "training.log_every_steps": 200,
-         "training.checkpoint_every_steps": 1000, "eval.every_steps": 1000,
-         "eval.num_importance_samples": 0}
+         "training.checkpoint_every_steps": 1000}
+# The evaluation settings, as each code spells them.
+EVALS_AFTER = {"evals.elbo.every_steps": 1000, "evals.images.every_steps": 1000,
+               "evals.nll.enabled": False}
+EVALS_BEFORE = {"eval.every_steps": 1000, "eval.num_importance_samples": 0}
 
 
-def end_to_end(epochs: float) -> dict:
-  config = config_utils.get_config(
-      os.path.join(REPO, "configs", "mnist_vae.py"), None,
-      {**MODEL, "training.num_epochs": epochs})
-  with tempfile.TemporaryDirectory() as workdir:
-    start = time.time()
-    result = train.train_and_evaluate(config, workdir)
-    wall = time.time() - start
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-      rows = [json.loads(l) for l in f if "train/img_per_sec" in l]
-  every = config.training.log_every_steps
+def _flags(overrides: dict) -> list[str]:
+  out = []
+  for k, v in overrides.items():
+    if isinstance(v, tuple):
+      v = "(" + ",".join(map(str, v)) + ",)"
+    out.append(f"--config.{k}={v}")
+  return out
+
+
+def _loop_img_per_sec(workdir: str, batch_size: int) -> float:
+  """Images over seconds of the logged windows (the whole loop)."""
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(l) for l in f if "train/img_per_sec" in l]
   images, seconds, prev = 0, 0.0, 0
   for row in rows:
-    n = (row["step"] - prev) * config.training.batch_size
+    n = (row["step"] - prev) * batch_size
     images += n
     seconds += n / row["train/img_per_sec"]
     prev = row["step"]
-  return {"epochs": epochs, "steps": rows[-1]["step"], "log_every_steps": every,
-          "img_per_sec": images / seconds, "wall_seconds_incl_startup": wall,
-          "test_nelbo": result["nelbo"]}
+  return images / seconds
+
+
+def end_to_end(epochs: float, rounds: int, baseline_rev: str) -> dict:
+  """Alternating runs of the before and after code, in subprocesses."""
+  with tempfile.TemporaryDirectory() as tmp:
+    before = os.path.join(tmp, "before")
+    os.makedirs(before)
+    archive = subprocess.run(["git", "-C", REPO, "archive", baseline_rev],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", before], input=archive, check=True)
+    codes = {"before": (before, EVALS_BEFORE), "after": (REPO, EVALS_AFTER)}
+    out = {name: [] for name in codes}
+    for r in range(rounds):
+      for name in (("before", "after") if r % 2 == 0 else ("after", "before")):
+        root, evals = codes[name]
+        workdir = os.path.join(tmp, f"{name}_{r}")
+        cmd = [sys.executable, "-m", "vae_jax.main",
+               f"--config={os.path.join(root, 'configs', 'mnist_vae.py')}",
+               f"--workdir={workdir}",
+               *_flags({**MODEL, **evals, "training.num_epochs": epochs})]
+        start = time.time()
+        subprocess.run(cmd, cwd=root, check=True, capture_output=True,
+                       env={**os.environ, "PYTHONPATH": root})
+        out[name].append({"img_per_sec": _loop_img_per_sec(workdir, 128),
+                          "wall_seconds_incl_startup": time.time() - start})
+  ratios = [a["img_per_sec"] / b["img_per_sec"]
+            for a, b in zip(out["after"], out["before"])]
+  return {"epochs": epochs, "rounds": rounds, "baseline_rev": baseline_rev,
+          **out, "after_over_before": float(np.median(ratios)),
+          "ratios": ratios}
 
 
 def step_only(repeats: int) -> dict:
-  config = config_utils.get_config(
-      os.path.join(REPO, "configs", "mnist_vae.py"), None, MODEL)
-  setup = train.Setup([config])
-  state, loop_key, hparams, eval_key = setup.place(
-      [config], [setup.init_state(config)])
-  setup.compile(state, loop_key, hparams, eval_key)
+  """K = 1 vmapped (stacked state) against the unvmapped step, paired."""
+  config = config_lib.get_config(CONFIG, None, MODEL)
+  config_lib.validate(config)
+  data = input_pipeline.load(config.data)
+  model = models.create_model(config.model, data.event_shape)
+  objective = objectives.create(config.objective, model)
+  per_epoch, total = train.schedule_length(config, data.num_train_examples)
+  tx, schedule = optim.create(config.optimizer, total)
+  mesh = sharding.create(1)
+  state = train.initial_states([config], model, tx, data.event_shape,
+                               mesh)[0]
+  step = functools.partial(steps.train_step, objective=objective, tx=tx,
+                           schedule=schedule)
   k = config.training.steps_per_call
-  images = setup.chunk(0, k)
-  n, finite = setup.scalar(k), setup.scalar(True)
-  first = setup.scalar(0)
-  state, sums, finite = setup.run_steps(state, images, n, first, loop_key,
-                                        hparams, setup.zero_sums(), finite)
-  jax.block_until_ready(sums)
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    state, sums, finite = setup.run_steps(state, images, n, first, loop_key,
-                                          hparams, sums, finite)
-    jax.block_until_ready(sums)
-    times.append(time.perf_counter() - start)
-  per_call = float(np.median(times))
+  images = train.batch_source(config, data, per_epoch, mesh)(0, k)
+  scalar = functools.partial(sharding.scalar, sharding=mesh.replicated)
+
+  class Program:
+
+    def __init__(self, step_fn, state, shape):
+      self.fn = train.chunk_program(config, step_fn)
+      self.state = state
+      names = steps.metric_names(step_fn, state, (128, *data.event_shape))
+      self.sums = {n: jax.numpy.zeros(shape) for n in names}
+      self.finite = scalar(True)
+      self.call()  # Compiles.
+
+    def call(self) -> float:
+      start = time.perf_counter()
+      self.state, self.sums, self.finite = self.fn(
+          self.state, images, scalar(k), scalar(0), self.sums, self.finite)
+      jax.block_until_ready(self.sums)
+      return time.perf_counter() - start
+
+  vmapped = Program(train.group_step(objective, tx, schedule),
+                    steps.stack([state]), (1,))
+  plain = Program(step, jax.tree.map(jax.numpy.copy, state), ())
+  times = {"vmapped": [], "unvmapped": []}
+  for r in range(repeats):
+    order = ("vmapped", "unvmapped") if r % 2 == 0 else ("unvmapped",
+                                                          "vmapped")
+    for name in order:
+      times[name].append((vmapped if name == "vmapped" else plain).call())
+  ratios = np.array(times["vmapped"]) / np.array(times["unvmapped"])
+  median = {n: float(np.median(t)) for n, t in times.items()}
   return {"steps_per_call": k, "repeats": repeats,
-          "median_ms_per_step": 1e3 * per_call / k,
-          "img_per_sec": k * config.training.batch_size / per_call}
+          **{f"{n}_ms_per_step": 1e3 * m / k for n, m in median.items()},
+          **{f"{n}_img_per_sec": k * 128 / m for n, m in median.items()},
+          "vmapped_over_unvmapped": float(np.median(ratios)),
+          "ratio_quartiles": [float(q) for q in
+                              np.percentile(ratios, [25, 75])]}
 
 
 def main(argv):
@@ -102,31 +186,46 @@ def main(argv):
               f"{os.cpu_count()} cores",
       "jax": jax.__version__,
       "step_only": step_only(_REPEATS.value),
-      "end_to_end": end_to_end(_EPOCHS.value),
   }
+  if _BASELINE.value:
+    results["end_to_end"] = end_to_end(_EPOCHS.value, _ROUNDS.value,
+                                       _BASELINE.value)
   os.makedirs(_OUT.value, exist_ok=True)
   with open(os.path.join(_OUT.value, "benchmark_train.json"), "w") as f:
     json.dump(results, f, indent=2)
-  e2e, step = results["end_to_end"], results["step_only"]
-  table = "\n".join([
-      f"# Training throughput: {results['model']}",
-      "",
+  s = results["step_only"]
+  lines = [
+      f"# Training throughput: {results['model']}", "",
       f"Device: {results['device']} ({results['host']}), jax {results['jax']}.",
       "Command: `python experiments/benchmark_train.py "
-      f"--epochs={_EPOCHS.value:g}`",
-      "",
-      "| measurement | images/s |",
-      "| --- | ---: |",
-      f"| end to end ({e2e['epochs']:g} epochs, {e2e['steps']} steps, "
-      f"evals and checkpoints included) | {e2e['img_per_sec']:,.0f} |",
-      f"| train step alone ({step['median_ms_per_step']:.3f} ms/step) "
-      f"| {step['img_per_sec']:,.0f} |",
-      "",
-      f"End-to-end wall time including start-up (data loading) and "
-      f"compilation: "
-      f"{e2e['wall_seconds_incl_startup']:.1f} s; test -ELBO "
-      f"{e2e['test_nelbo']:.2f} nats.",
-      ""])
+      f"--epochs={_EPOCHS.value:g} --rounds={_ROUNDS.value} "
+      f"--repeats={_REPEATS.value} --baseline_rev={_BASELINE.value}`", "",
+      "Step alone (a chunk of "
+      f"{s['steps_per_call']} steps on device data, {s['repeats']} "
+      "alternating pairs):", "",
+      "| step | ms/step | images/s |", "| --- | ---: | ---: |",
+      f"| K = 1 vmapped (stacked state; the train loop now) | "
+      f"{s['vmapped_ms_per_step']:.3f} | {s['vmapped_img_per_sec']:,.0f} |",
+      f"| unvmapped (the train loop before) | "
+      f"{s['unvmapped_ms_per_step']:.3f} | "
+      f"{s['unvmapped_img_per_sec']:,.0f} |", "",
+      f"vmapped / unvmapped time per step: median "
+      f"**{s['vmapped_over_unvmapped']:.3f}** (quartiles "
+      f"{s['ratio_quartiles'][0]:.3f}-{s['ratio_quartiles'][1]:.3f}).", ""]
+  if "end_to_end" in results:
+    e = results["end_to_end"]
+    lines += [
+        f"End to end, `python -m vae_jax.main`, {e['epochs']:g} epochs "
+        "(evaluations every 1000 steps and checkpoints included), "
+        f"{e['rounds']} alternating rounds:", "",
+        "| round | before (" + e["baseline_rev"] + ") images/s | after "
+        "images/s | after / before |", "| ---: | ---: | ---: | ---: |"]
+    for r, (b, a, q) in enumerate(zip(e["before"], e["after"], e["ratios"])):
+      lines.append(f"| {r + 1} | {b['img_per_sec']:,.0f} | "
+                   f"{a['img_per_sec']:,.0f} | {q:.3f} |")
+    lines += ["", f"Median after / before: **{e['after_over_before']:.3f}**.",
+              ""]
+  table = "\n".join(lines)
   with open(os.path.join(_OUT.value, "benchmark_train.md"), "w") as f:
     f.write(table)
   print(table)

@@ -26,7 +26,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from vae_jax import cli  # pylint: disable=g-import-not-at-top
-from vae_jax import config_utils  # pylint: disable=g-import-not-at-top
+from vae_jax import config_lib  # pylint: disable=g-import-not-at-top
 from vae_jax import corruption  # pylint: disable=g-import-not-at-top
 from vae_jax import losses  # pylint: disable=g-import-not-at-top
 from vae_jax import train  # pylint: disable=g-import-not-at-top
@@ -58,7 +58,7 @@ def denoise():
   start = time.time()
   runs = {}
   for label, config_name, subdir in MODELS:
-    config = config_utils.get_config(
+    config = config_lib.get_config(
         os.path.join(REPO, "configs", config_name))
     workdir = os.path.join(_WORKDIR.value, subdir)
     logging.info("%s: training %s in %s (resumes if started).", label,

@@ -170,6 +170,12 @@ def vmap_models(step_fn):
 
   def group_step(state, x):
     num_models = jax.tree.leaves(state.step)[0].shape[0]
+    if num_models == 1:
+      # The same function without the batch dimension: XLA:CPU runs a
+      # batched matmul of batch 1 slower than the plain one
+      # (experiments/benchmark_train.py).
+      state, metrics = step_fn(index(state, 0), x)
+      return jax.tree.map(lambda a: a[None], (state, metrics))
     return vmapped(state, jnp.broadcast_to(x, (num_models, *x.shape)))
 
   return group_step
