@@ -267,12 +267,12 @@ def differences(a, b, ignore: tuple[str, ...] = ()) -> list[str]:
 
 def from_json(text: str) -> ml_collections.ConfigDict:
   """A config from its JSON (`config.json`), tuples restored."""
-  config = ml_collections.ConfigDict(json.loads(text))
-  for name in _TUPLE_FIELDS:
+  d = json.loads(text)
+  for name in _TUPLE_FIELDS:  # Before the ConfigDict: it keeps a list a list.
     section, field = name.split(".")
-    if section in config and field in config[section]:
-      config[section][field] = tuple(config[section][field])
-  return config
+    if field in d.get(section, {}):
+      d[section][field] = tuple(d[section][field])
+  return ml_collections.ConfigDict(d)
 
 
 def load_module(path: str) -> types.ModuleType:

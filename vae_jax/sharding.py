@@ -23,10 +23,6 @@ class Mesh:
   batches: jax.NamedSharding  # [S, B, ...]: B over the data axis
   models: jax.NamedSharding  # [K, ...] stacked models
 
-  @property
-  def data_size(self) -> int:
-    return self.mesh.shape["data"]
-
 
 def create(model_axis_size: int, num_models: int = 1) -> Mesh:
   """The run's mesh; `num_models` decides whether models split over it.
