@@ -271,7 +271,16 @@ def evaluate(config: ml_collections.ConfigDict,
   """
   model = trained.load(workdir, config=config)
   per_model = model.evaluate()
-  workdir_lib.write_results(workdir, results(config, model.step, per_model))
+  for name, o in per_model.items():
+    if o.metrics:
+      logging.info("%s at step %d: %s", name, model.step,
+                   summary_line(name, o.metrics))
+  new = results(config, model.step, per_model)
+  if workdir_lib.is_done(workdir):
+    old = workdir_lib.read_results(workdir)
+    if old.get("step") == model.step:  # Keeps evaluators not run now.
+      new = {**old, **new}
+  workdir_lib.write_results(workdir, new)
   return {name: o.metrics for name, o in per_model.items()}
 
 
