@@ -18,14 +18,8 @@ from vae_jax import config_lib
 def get_config(arg: str | None = None):
   arg = config_lib.parse_arg(arg, runlocal=False)
   config = config_lib.base("ae")
-  config.model.hidden = (500,)
-  config.model.latent_dim = 32
   config.objective.corruption = "gaussian"
   config.objective.noise_level = 0.5
-  config.optimizer.warmup_steps = 100
-  config.training.num_epochs = 20.0
-  config.evals.elbo.every_steps = 2000
-  config.evals.images.every_steps = 2000
   if arg.runlocal:
     config_lib.runlocal(config)
   return config

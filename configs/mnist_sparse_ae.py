@@ -24,10 +24,6 @@ def get_config(arg: str | None = None):
   config.model.code_activation = "sigmoid"
   config.objective.sparsity_weight = 30.0
   config.objective.sparsity_target = 0.05
-  config.optimizer.warmup_steps = 100
-  config.training.num_epochs = 20.0
-  config.evals.elbo.every_steps = 2000
-  config.evals.images.every_steps = 2000
   if arg.runlocal:
     config_lib.runlocal(config)
   return config

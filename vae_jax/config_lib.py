@@ -38,7 +38,8 @@ def base(kind: str = "vae") -> ml_collections.ConfigDict:
 
   Args:
     kind: "vae" (the default MLP VAE on dynamically binarized MNIST) or "ae"
-      (an MLP autoencoder on grayscale MNIST: objective `ae`, no NLL).
+      (the default autoencoder: MLP 784-500-32 on grayscale MNIST, objective
+      `ae`, 20 epochs, no NLL).
 
   Returns:
     A ConfigDict with sections seed, data, model, objective, optimizer,
@@ -130,7 +131,13 @@ def base(kind: str = "vae") -> ml_collections.ConfigDict:
   if kind == "ae":
     c.data.binarization = "none"
     c.model.name = "mlp_ae"
+    c.model.hidden = (500,)
+    c.model.latent_dim = 32
     c.objective.name = "ae"
+    c.optimizer.warmup_steps = 100
+    c.training.num_epochs = 20.0
+    c.evals.elbo.every_steps = 2000
+    c.evals.images.every_steps = 2000
     c.evals.nll.enabled = False  # Autoencoders have no likelihood of x.
   elif kind != "vae":
     raise ValueError(f"kind must be 'vae' or 'ae', got {kind!r}.")
