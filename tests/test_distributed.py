@@ -11,8 +11,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from conftest import REPO, SMALL, cli_args, run_cli, write_sweep_config
+from vae_jax import workdir as workdir_lib
 
 STEPS_50 = 50 / 468  # num_epochs giving 50 steps of batch 128 on MNIST.
+# Evaluators at the last step only.
+LAST_STEP_EVALS = {"evals.elbo.every_steps": 0, "evals.images.every_steps": 0,
+                   "evals.nll.every_steps": 0}
 
 
 def _devices(n):
@@ -26,26 +30,54 @@ def _losses(workdir):
 
 
 def _state(workdir, like=None):
-  """The last checkpoint; `like` gives the layout for one saved elsewhere."""
-  manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
+  """The last checkpoint; `like` gives the layout for one saved elsewhere.
+
+  A checkpoint holds one model's unstacked TrainState (step, params,
+  opt_state, rng, hparams).
+  """
+  manager = workdir_lib.checkpoint_manager(workdir)
   return manager.restore(manager.latest_step(),
                          args=ocp.args.StandardRestore(like))
 
 
+def _assert_same_scores(results, reference):
+  """The test -ELBO and importance-sampled NLL agree with `reference`'s.
+
+  The parameters of the runs compared here differ by ~1e-7 (relative norm),
+  and their scores by ~1e-9. rtol 1e-5 still fails when the test batches or
+  the latent/importance samples differ: k = 10 on these 1000 images, another
+  key stream moves the NLL and nelbo_k by 7e-5 to 8e-4 (relative).
+  """
+  for r in (results, reference):
+    assert r["nll"]["num_samples"] == 10, r["nll"]
+    assert r["nll"]["num_examples"] == r["elbo"]["num_examples"] == 1000
+  for evaluator, metric in (("elbo", "nelbo"), ("nll", "nll"),
+                            ("nll", "nelbo_k")):
+    assert np.isfinite(reference[evaluator][metric]), (evaluator, metric)
+    np.testing.assert_allclose(results[evaluator][metric],
+                               reference[evaluator][metric], rtol=1e-5,
+                               err_msg=f"{evaluator}/{metric}")
+
+
 def test_eight_devices_follow_the_one_device_trajectory(tmp_path):
+  # The evaluators (the NLL with SMALL's k = 10) score the first 1000 test
+  # images at the last step, split over the devices.
   overrides = {"training.num_epochs": STEPS_50, "training.log_every_steps": 1,
-               "training.checkpoint_every_steps": 50, "eval.every_steps": 0}
-  trajectories = []
+               "training.checkpoint_every_steps": 50, **LAST_STEP_EVALS,
+               "data.eval_split": "test[:1000]"}
+  trajectories, results = [], []
   for n in (1, 8):
     workdir = str(tmp_path / f"d{n}")
     out = run_cli(workdir, overrides, env=_devices(n))
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"on {n} device(s)" in out.stderr
     trajectories.append(_losses(workdir))
+    results.append(workdir_lib.read_results(workdir))
   one, eight = trajectories
   assert sorted(one) == list(range(1, 51))
   np.testing.assert_allclose([eight[s] for s in one], list(one.values()),
                              rtol=1e-4)
+  _assert_same_scores(results[1], results[0])
 
 
 def _free_port():
@@ -72,16 +104,23 @@ def _two_processes(workdir, overrides):
 
 def test_two_processes_train_checkpoint_resume_and_match_one(tmp_path):
   # Constant schedule, so stopping at step 20 and extending to 40 is the
-  # same run as going to 40 at once.
+  # same run as going to 40 at once. The evaluators, the importance-sampled
+  # NLL (k = 10) included, run at the last step on the first 1000 test
+  # images, split over the processes.
   common = {"data.num_shards": 2, "optimizer.schedule": "constant",
             "training.log_every_steps": 5, "training.steps_per_call": 5,
-            "training.checkpoint_every_steps": 10, "eval.every_steps": 0}
+            "training.checkpoint_every_steps": 10, **LAST_STEP_EVALS,
+            "data.eval_split": "test[:1000]", "evals.nll.enabled": True,
+            "evals.nll.num_samples": 10}
   two = str(tmp_path / "two")
   log = _two_processes(two, {**common, "training.num_epochs": 20 / 468})
   assert "Process 0 of 2" in log and "on 2 device(s)" in log
   assert max(_losses(two)) == 20
+  assert "nll at step 20: IS-NLL" in log
+  assert workdir_lib.read_results(two)["step"] == 20
   log = _two_processes(two, {**common, "training.num_epochs": 40 / 468})
   assert "Resumed from the checkpoint at step 20" in log
+  assert "nll at step 40: IS-NLL" in log
 
   one = str(tmp_path / "one")
   out = run_cli(one, {**common, "training.num_epochs": 40 / 468})
@@ -96,6 +135,12 @@ def test_two_processes_train_checkpoint_resume_and_match_one(tmp_path):
   for a, b in zip(jax.tree.leaves(reference),
                   jax.tree.leaves(_state(two, like=reference))):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+  # The evaluators, the NLL included, score the models alike in 2 processes
+  # and in 1.
+  r1, r2 = workdir_lib.read_results(one), workdir_lib.read_results(two)
+  assert r1["step"] == r2["step"] == 40
+  _assert_same_scores(r2, r1)
 
 
 def test_sweep_places_models_on_the_model_axis(tmp_path):

@@ -12,8 +12,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from conftest import REPO, small_config, write_sweep_config
+from vae_jax import config_lib
 from vae_jax import sweep
+from vae_jax import sweep_report
 from vae_jax import train
+from vae_jax import workdir as workdir_lib
 
 POINTS = ({"objective.beta": 0.5, "seed": 0},
           {"objective.beta": 1.0, "seed": 1, "optimizer.learning_rate": 3e-3},
@@ -21,7 +24,9 @@ POINTS = ({"objective.beta": 0.5, "seed": 0},
 
 
 def _params(workdir):
-  manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
+  # A checkpoint holds one model's unstacked TrainState; restored without a
+  # target it is a dict with keys step, params, opt_state, rng, hparams.
+  manager = workdir_lib.checkpoint_manager(workdir)
   return manager.restore(manager.latest_step(),
                          args=ocp.args.StandardRestore())["params"]
 
@@ -45,21 +50,33 @@ def test_group_equals_alone_and_kl_falls_with_beta(tmp_path):
   # (gradients ~1e-9) up to full steps, so a few of those weights differ by
   # ~1e-5; a wrong key, batch or hyperparameter moves every weight by ~1e-2.
   a, b = _params(dirs[1]), _params(alone_dir)
+  assert jax.tree.structure(a) == jax.tree.structure(b)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     assert np.linalg.norm(x - y) <= 1e-5 * np.linalg.norm(y), (
         np.linalg.norm(x - y) / np.linalg.norm(y))
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-4)
+  # Every evaluator's final numbers (the -ELBO terms and the importance-
+  # sampled NLL, which SMALL enables) agree.
+  assert set(grouped[1]) == set(alone) >= {"elbo", "nll"}
   for key in ("nelbo", "kl", "recon"):
-    np.testing.assert_allclose(grouped[1][key], alone[key], rtol=1e-5)
+    np.testing.assert_allclose(grouped[1]["elbo"][key], alone["elbo"][key],
+                               rtol=1e-5, err_msg=key)
+  for key in ("nll", "nelbo_k"):
+    np.testing.assert_allclose(grouped[1]["nll"][key], alone["nll"][key],
+                               rtol=1e-5, err_msg=key)
   rows_group, rows_alone = _jsonl(dirs[1]), _jsonl(alone_dir)
   assert [r["step"] for r in rows_group] == [r["step"] for r in rows_alone]
+  assert any("elbo/nelbo" in r for r in rows_alone)
+  assert any("nll/nll" in r for r in rows_alone)
   for rg, ra in zip(rows_group, rows_alone):
+    assert set(rg) == set(ra), (rg["step"], set(rg) ^ set(ra))
     for k in ra:
       if k != "train/img_per_sec":
-        np.testing.assert_allclose(rg[k], ra[k], rtol=1e-5, err_msg=k)
+        np.testing.assert_allclose(rg[k], ra[k], rtol=1e-5,
+                                   err_msg=f"{k} at step {ra['step']}")
 
   # beta-VAE: the rate (KL) falls as beta rises.
-  kls = [r["kl"] for r in grouped]
+  kls = [r["elbo"]["kl"] for r in grouped]
   assert kls[0] > kls[1] > kls[2], kls
 
 
@@ -82,12 +99,13 @@ def test_sweep_runs_lists_resumes_and_summarizes(tmp_path):
 
   listed = subprocess.run(_sweep_cmd(config_path, workdir, "--list"),
                           capture_output=True, text=True, cwd=REPO)
+  assert listed.returncode == 0, listed.stderr[-3000:]
   names = [l.split("\t")[1] for l in listed.stdout.splitlines()]
   assert names[0] == "000_latent_dim=2_beta=0.5" and len(names) == 6
   # Groups: same shapes together, at most max_group_size per group.
-  from vae_jax import config_utils  # pylint: disable=g-import-not-at-top
   points = sweep.expand(str(config_path),
-                        config_utils.load_module(str(config_path)).get_config())
+                        config_lib.load_module(str(config_path)).get_config())
+  assert [name for name, _ in points] == names
   assert sweep.groups(points, 2) == [[0, 1], [2], [3, 4], [5]]
 
   # Killed once the first group finished; the re-run trains only the rest.
@@ -113,10 +131,26 @@ def test_sweep_runs_lists_resumes_and_summarizes(tmp_path):
   for f in ("summary.csv", "summary.json", "summary.md",
             "rate_distortion.png", "elbo_vs_latent.png"):
     assert (workdir / f).exists(), f
+
+  # One row per point, from sweep_report.row_of (less the columns that no
+  # point has: the NLL is disabled here); rate, distortion and -ELBO are the
+  # test KL, reconstruction and -ELBO of the point's results.json.
   rows = json.loads((workdir / "summary.json").read_text())
-  assert len(rows) == 6
-  assert all(np.isfinite(r["rate"]) and np.isfinite(r["distortion"])
-             for r in rows)
+  assert [r["point"] for r in rows] == names
+  for r, (_, config) in zip(rows, points):
+    full = sweep_report.row_of(str(workdir / r["point"]))
+    assert r == {k: v for k, v in full.items() if k in r}
+    assert "nll" not in r and full["nll"] is None
+    assert (r["latent_dim"], r["beta"], r["seed"]) == (
+        config.model.latent_dim, config.objective.beta, config.seed)
+    assert r["learning_rate"] == config.optimizer.learning_rate
+    results = workdir_lib.read_results(str(workdir / r["point"]))
+    assert r["rate"] == results["elbo"]["kl"]
+    assert r["distortion"] == results["elbo"]["recon"]
+    assert r["nelbo"] == results["elbo"]["nelbo"]
+    assert r["bits_per_dim"] == results["elbo"]["bits_per_dim"]
+    assert all(np.isfinite(r[c])
+               for c in ("rate", "distortion", "nelbo", "bits_per_dim"))
 
   # The summary can be rebuilt from the subdirectories alone.
   for f in ("summary.csv", "summary.json", "rate_distortion.png"):
@@ -126,6 +160,7 @@ def test_sweep_runs_lists_resumes_and_summarizes(tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   assert json.loads((workdir / "summary.json").read_text()) == rows
   assert (workdir / "rate_distortion.png").exists()
+  assert (workdir / "summary.csv").exists()
 
 
 def test_index_runs_one_point_and_rejects_out_of_range(tmp_path):
@@ -135,6 +170,7 @@ def test_index_runs_one_point_and_rejects_out_of_range(tmp_path):
                        capture_output=True, text=True, cwd=REPO)
   assert out.returncode == 0, out.stderr[-3000:]
   assert sorted(os.listdir(workdir)) == ["004_latent_dim=4_beta=1.0"]
+  assert workdir_lib.is_done(str(workdir / "004_latent_dim=4_beta=1.0"))
   out = subprocess.run(_sweep_cmd(config_path, workdir, "--index=6"),
                        capture_output=True, text=True, cwd=REPO)
   assert out.returncode == 2 and "out of range" in out.stderr
