@@ -64,7 +64,7 @@ class Program:
   """A compiled group of k models and the inputs to time it on.
 
   Built from the train loop's own builders (`train.initial_states`,
-  `train.group_step`, `train.chunk_program`, `train.batch_source`).
+  `train.model_step`, `train.chunk_program`, `train.batch_source`).
   """
 
   def __init__(self, k: int):
@@ -84,12 +84,12 @@ class Program:
     mesh = sharding.create(1, k)
     self.state = steps.stack(train.initial_states(
         configs, model, tx, data.event_shape, mesh))
-    step_fn = train.group_step(objective, tx, schedule)
+    step_fn = train.model_step(objective, tx, schedule)
     self.steps = config.training.steps_per_call
     self.batches = train.batch_source(config, data, per_epoch, mesh)
     self.scalar = functools.partial(sharding.scalar, sharding=mesh.replicated)
     self.images, self.n = self.batches(0, self.steps), self.scalar(self.steps)
-    names = steps.metric_names(step_fn, self.state,
+    names = steps.metric_names(steps.vmap_models(step_fn), self.state,
                                (config.training.batch_size,
                                 *data.event_shape))
     self.sums = {m: np.zeros(k, np.float32) for m in names}

@@ -4,12 +4,13 @@ r"""Training throughput of the MLP VAE 784-500-20 (batch 128, dynamic binarizati
       [--baseline_rev=9848b40] [--out=experiments/results]
 
 Measures, in one run of this script:
-  * step alone, K = 1 vmapped vs unvmapped: the jitted chunk of
+  * step alone, stacked `[1]` vs unstacked: the jitted chunk of
     `training.steps_per_call` steps on a batch chunk already on the device,
-    once with the train state stacked `[1]` and the step vmapped (what
-    `train.py` runs for a single model) and once unstacked and unvmapped
-    (what the train loop ran before the renovation); the calls alternate,
-    and the ratio is the median over the pairs, with quartiles.
+    once with the train state stacked `[1]` (`steps.train_chunk`, what
+    `train.py` runs for a single model) and once unstacked
+    (`steps.run_steps`, what the train loop ran before the renovation); the
+    calls alternate, and the ratio is the median over the pairs, with
+    quartiles.
   * end to end, before vs after: `python -m vae_jax.main` of the same run
     from the code at `--baseline_rev` (exported with `git archive`) and from
     this tree, alternating over `--rounds` rounds; images/s of the whole
@@ -122,7 +123,7 @@ def end_to_end(epochs: float, rounds: int, baseline_rev: str) -> dict:
 
 
 def step_only(repeats: int) -> dict:
-  """K = 1 vmapped (stacked state) against the unvmapped step, paired."""
+  """A stacked [1] state against an unstacked one, paired."""
   config = config_lib.get_config(CONFIG, None, MODEL)
   config_lib.validate(config)
   data = input_pipeline.load(config.data)
@@ -133,18 +134,18 @@ def step_only(repeats: int) -> dict:
   mesh = sharding.create(1)
   state = train.initial_states([config], model, tx, data.event_shape,
                                mesh)[0]
-  step = functools.partial(steps.train_step, objective=objective, tx=tx,
-                           schedule=schedule)
+  step = train.model_step(objective, tx, schedule)
   k = config.training.steps_per_call
   images = train.batch_source(config, data, per_epoch, mesh)(0, k)
   scalar = functools.partial(sharding.scalar, sharding=mesh.replicated)
 
   class Program:
 
-    def __init__(self, step_fn, state, shape):
-      self.fn = train.chunk_program(config, step_fn)
-      self.state = state
-      names = steps.metric_names(step_fn, state, (128, *data.event_shape))
+    def __init__(self, fn, state, shape):
+      self.fn, self.state = fn, state
+      names = steps.metric_names(step, state if not shape else
+                                 steps.index(state, 0),
+                                 (128, *data.event_shape))
       self.sums = {n: jax.numpy.zeros(shape) for n in names}
       self.finite = scalar(True)
       self.call()  # Compiles.
@@ -156,21 +157,26 @@ def step_only(repeats: int) -> dict:
       jax.block_until_ready(self.sums)
       return time.perf_counter() - start
 
-  vmapped = Program(train.group_step(objective, tx, schedule),
+  # The train loop's program on a stacked [1] state, and the one-model loop
+  # it runs inside, on an unstacked state (the loop before the renovation).
+  stacked = Program(train.chunk_program(config, step),
                     steps.stack([state]), (1,))
-  plain = Program(step, jax.tree.map(jax.numpy.copy, state), ())
-  times = {"vmapped": [], "unvmapped": []}
+  plain = Program(jax.jit(functools.partial(
+      steps.run_steps, step_fn=step, binarization=config.data.binarization,
+      data_seed=config.data.shuffle_seed), donate_argnums=(0, 4)),
+                  jax.tree.map(jax.numpy.copy, state), ())
+  times = {"stacked": [], "unstacked": []}
   for r in range(repeats):
-    order = ("vmapped", "unvmapped") if r % 2 == 0 else ("unvmapped",
-                                                          "vmapped")
+    order = ("stacked", "unstacked") if r % 2 == 0 else ("unstacked",
+                                                          "stacked")
     for name in order:
-      times[name].append((vmapped if name == "vmapped" else plain).call())
-  ratios = np.array(times["vmapped"]) / np.array(times["unvmapped"])
+      times[name].append((stacked if name == "stacked" else plain).call())
+  ratios = np.array(times["stacked"]) / np.array(times["unstacked"])
   median = {n: float(np.median(t)) for n, t in times.items()}
   return {"steps_per_call": k, "repeats": repeats,
           **{f"{n}_ms_per_step": 1e3 * m / k for n, m in median.items()},
           **{f"{n}_img_per_sec": k * 128 / m for n, m in median.items()},
-          "vmapped_over_unvmapped": float(np.median(ratios)),
+          "stacked_over_unstacked": float(np.median(ratios)),
           "ratio_quartiles": [float(q) for q in
                               np.percentile(ratios, [25, 75])]}
 
@@ -204,13 +210,13 @@ def main(argv):
       f"{s['steps_per_call']} steps on device data, {s['repeats']} "
       "alternating pairs):", "",
       "| step | ms/step | images/s |", "| --- | ---: | ---: |",
-      f"| K = 1 vmapped (stacked state; the train loop now) | "
-      f"{s['vmapped_ms_per_step']:.3f} | {s['vmapped_img_per_sec']:,.0f} |",
-      f"| unvmapped (the train loop before) | "
-      f"{s['unvmapped_ms_per_step']:.3f} | "
-      f"{s['unvmapped_img_per_sec']:,.0f} |", "",
-      f"vmapped / unvmapped time per step: median "
-      f"**{s['vmapped_over_unvmapped']:.3f}** (quartiles "
+      f"| stacked [1] state, `steps.train_chunk` (the train loop now) | "
+      f"{s['stacked_ms_per_step']:.3f} | {s['stacked_img_per_sec']:,.0f} |",
+      f"| unstacked state, `steps.run_steps` (the train loop before) | "
+      f"{s['unstacked_ms_per_step']:.3f} | "
+      f"{s['unstacked_img_per_sec']:,.0f} |", "",
+      f"stacked / unstacked time per step: median "
+      f"**{s['stacked_over_unstacked']:.3f}** (quartiles "
       f"{s['ratio_quartiles'][0]:.3f}-{s['ratio_quartiles'][1]:.3f}).", ""]
   if "end_to_end" in results:
     e = results["end_to_end"]

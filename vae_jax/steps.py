@@ -3,8 +3,9 @@
 Every train state is *stacked*: each leaf has a leading model axis `[K]`,
 and a single run is a group of K = 1. `train_step` updates one model;
 `vmap_models` maps it over the stacked group with the data batch shared.
-`train_chunk` runs up to `training.steps_per_call` steps in one device call
-(a `lax.while_loop` whose trip count is data, so nothing recompiles).
+`train_chunk` runs up to `training.steps_per_call` steps of a group in one
+device call (`run_steps`, a `lax.while_loop` whose trip count is data, so
+nothing recompiles).
 
 Everything a step does is a function of (state, step): the batch comes from
 `input_pipeline.TrainBatches`, its binarization from `fold_in(data key,
@@ -13,6 +14,7 @@ checkpoint therefore resumes bit for bit.
 """
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax
@@ -169,16 +171,28 @@ def vmap_models(step_fn):
   vmapped = jax.vmap(step_fn)
 
   def group_step(state, x):
-    num_models = jax.tree.leaves(state.step)[0].shape[0]
-    if num_models == 1:
-      # The same function without the batch dimension: XLA:CPU runs a
-      # batched matmul of batch 1 slower than the plain one
-      # (experiments/benchmark_train.py).
-      state, metrics = step_fn(index(state, 0), x)
-      return jax.tree.map(lambda a: a[None], (state, metrics))
+    num_models = state.step.shape[0]
     return vmapped(state, jnp.broadcast_to(x, (num_models, *x.shape)))
 
   return group_step
+
+
+def map_models(fn, num_models: int, in_axes: tuple[int | None, ...]):
+  """`jax.vmap(fn, in_axes)` over K stacked models, and K = 1 without it.
+
+  For K = 1 the model axis is sliced off the inputs, `fn` runs on the one
+  model and its outputs get the axis back: the same numbers, but XLA:CPU
+  runs a batched matmul of batch 1 slower than a plain one (a step of
+  784-500-20 took 17% longer, experiments/benchmark_train.py).
+  """
+  if num_models > 1:
+    return jax.vmap(fn, in_axes=in_axes)
+
+  def one(*args):
+    args = [index(a, 0) if axis == 0 else a for a, axis in zip(args, in_axes)]
+    return jax.tree.map(lambda a: a[None], fn(*args))
+
+  return one
 
 
 def train_chunk(state: TrainState, images: jax.Array, num_steps: jax.Array,
@@ -186,6 +200,29 @@ def train_chunk(state: TrainState, images: jax.Array, num_steps: jax.Array,
                 finite: jax.Array, *, step_fn, binarization: str,
                 data_seed: int) -> tuple[TrainState, dict[str, jax.Array],
                                          jax.Array]:
+  """`run_steps` on a stacked group of K models (`[K]` state and sums).
+
+  `step_fn` is one model's step (`train_step` with its static arguments
+  bound); it is vmapped over the group (`vmap_models`), except for K = 1,
+  where the model axis is sliced off before the loop and restored after it
+  (see `map_models`): the loop is then the one-model loop.
+  """
+  run = functools.partial(run_steps, images=images, num_steps=num_steps,
+                          first_step=first_step, finite=finite,
+                          binarization=binarization, data_seed=data_seed)
+  if state.step.shape[0] > 1:
+    return run(state, sums=sums, step_fn=vmap_models(step_fn))
+  state, sums, finite = run(index(state, 0), sums=index(sums, 0),
+                            step_fn=step_fn)
+  expand = lambda tree: jax.tree.map(lambda a: a[None], tree)
+  return expand(state), expand(sums), finite
+
+
+def run_steps(state: TrainState, images: jax.Array, num_steps: jax.Array,
+              first_step: jax.Array, sums: dict[str, jax.Array],
+              finite: jax.Array, *, step_fn, binarization: str,
+              data_seed: int) -> tuple[TrainState, dict[str, jax.Array],
+                                       jax.Array]:
   """Runs up to `num_steps` <= C steps on `[C, B, ...]` batches, on device.
 
   The batch of step s is preprocessed once, with the key
@@ -200,15 +237,15 @@ def train_chunk(state: TrainState, images: jax.Array, num_steps: jax.Array,
   `finite` is False later calls run no step: that state is never saved.
 
   Args:
-    state: stacked train state `[K]`.
+    state: the state `step_fn` takes: one model's, or a stacked group's.
     images: `[C, B, *event]` uint8 batches; the first `num_steps` are used.
     num_steps: `[]` int32, how many steps to run.
     first_step: `[]` int32, the step of `images[0]` (every model of a group
       is at it; passed in so a group sharded over devices needs no reduction
       of its step counters).
-    sums: running sums of each step metric, `[K]` each.
+    sums: running sums of each step metric, shaped like the step's metrics.
     finite: `[]` bool, False once a step was not finite.
-    step_fn: `vmap_models(train_step with its static arguments bound)`.
+    step_fn: `(state, x) -> (state, metrics)`.
     binarization: how `images` become model inputs.
     data_seed: seeds the binarization noise.
 
@@ -243,7 +280,7 @@ def metric_names(step_fn, state: TrainState,
   """The metrics `step_fn(state, x)` returns, from shapes alone (no compute).
 
   Args:
-    step_fn: a (vmapped) train step.
+    step_fn: a train step (of one model, or vmapped).
     state: its state, or a `jax.ShapeDtypeStruct` tree of it.
     batch_shape: `[B, *event]` of x.
   """

@@ -113,12 +113,12 @@ def train_group(configs: list[ml_collections.ConfigDict],
       mesh=mesh))
 
   # The compiled chunk of steps, and the batches it reads.
-  step_fn = group_step(objective, tx, schedule)
+  step_fn = model_step(objective, tx, schedule)
   train_chunk = chunk_program(config, step_fn)
   chunk = batch_source(config, data, per_epoch, mesh)
   scalar = functools.partial(sharding.scalar, sharding=mesh.replicated)
-  names = steps.metric_names(step_fn, state, (t.batch_size,
-                                              *data.event_shape))
+  names = steps.metric_names(steps.vmap_models(step_fn), state,
+                             (t.batch_size, *data.event_shape))
   zero_sums = functools.partial(jax.device_put,
                                 {k: np.zeros(len(configs), np.float32)
                                  for k in names}, mesh.models)
@@ -227,14 +227,15 @@ def initial_states(configs: list[ml_collections.ConfigDict], model, tx,
           for k, c in zip(keys, configs)]
 
 
-def group_step(objective, tx, schedule):
-  """`steps.train_step` with its static arguments, vmapped over models."""
-  return steps.vmap_models(functools.partial(
-      steps.train_step, objective=objective, tx=tx, schedule=schedule))
+def model_step(objective, tx, schedule):
+  """`steps.train_step` of one model, with its static arguments."""
+  return functools.partial(steps.train_step, objective=objective, tx=tx,
+                           schedule=schedule)
 
 
 def chunk_program(config: ml_collections.ConfigDict, step_fn):
-  """The jitted `steps.train_chunk` of `step_fn`; donates state and sums."""
+  """The jitted `steps.train_chunk` of a group whose models step with
+  `step_fn` (`model_step`); donates state and sums."""
   return jax.jit(functools.partial(
       steps.train_chunk, step_fn=step_fn,
       binarization=config.data.binarization,

@@ -50,9 +50,9 @@ class Evaluator:
     self.every_steps = entry.every_steps
     self.ctx = ctx
     self.keys = ctx.keys("eval")
-    self._sums = jax.jit(jax.vmap(
+    self._sums = jax.jit(steps.map_models(
         functools.partial(_batch_sums, objective=ctx.objective),
-        in_axes=(0, 0, None, None, 0)))
+        ctx.num_models, in_axes=(0, 0, None, None, 0)))
 
   @staticmethod
   def validate(entry: ml_collections.ConfigDict,
