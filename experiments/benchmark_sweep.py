@@ -89,7 +89,7 @@ class Program:
     self.batches = train.batch_source(config, data, per_epoch, mesh)
     self.scalar = functools.partial(sharding.scalar, sharding=mesh.replicated)
     self.images, self.n = self.batches(0, self.steps), self.scalar(self.steps)
-    names = steps.metric_names(steps.vmap_models(step_fn), self.state,
+    names = steps.metric_names(objective, self.state,
                                (config.training.batch_size,
                                 *data.event_shape))
     self.sums = {m: np.zeros(k, np.float32) for m in names}

@@ -143,8 +143,7 @@ def step_only(repeats: int) -> dict:
 
     def __init__(self, fn, state, shape):
       self.fn, self.state = fn, state
-      names = steps.metric_names(step, state if not shape else
-                                 steps.index(state, 0),
+      names = steps.metric_names(objective, steps.stack([state]),
                                  (128, *data.event_shape))
       self.sums = {n: jax.numpy.zeros(shape) for n in names}
       self.finite = scalar(True)

@@ -55,7 +55,7 @@ def test_training_reports_the_nll(run):
   assert nll["num_examples"] == 10000 and nll["split"] == "test"
   assert nll["binarization"] == "fixed, seed 0"
   assert "importance sampling, k=20" in nll["estimator"]
-  assert nll["eval_time_s"] > 0 and nll["device"]
+  assert nll["device"] and "eval_time_s" not in nll  # Reproducible file.
   # One number per quantity: the single-sample terms are the elbo
   # evaluator's.
   assert not {"nelbo", "recon", "kl"} & set(nll)
@@ -167,11 +167,3 @@ def test_eval_needs_a_checkpoint(tmp_path):
   workdir_lib.write_config(str(untrained), config)
   with pytest.raises(UserError, match="no checkpoint"):
     train.evaluate(config, str(untrained))
-
-
-def test_eval_mode_refuses_a_missing_workdir(tmp_path):
-  proc = run_cli(tmp_path / "nowhere", RUN, mode="eval", env=CPU)
-  assert proc.returncode == 2
-  lines = [l for l in proc.stderr.splitlines() if l.startswith("vae_jax:")]
-  assert len(lines) == 1 and "does not exist" in lines[0], proc.stderr
-  assert not os.path.exists(tmp_path / "nowhere")

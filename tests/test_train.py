@@ -33,7 +33,6 @@ from vae_jax.errors import UserError
 from vae_jax.evaluators import elbo as elbo_evaluator
 
 # results.json labels that are measurements of the machine, not of the model.
-_TIMINGS = ("eval_time_s",)
 
 
 def _jsonl(workdir):
@@ -42,13 +41,7 @@ def _jsonl(workdir):
 
 
 def _results(workdir):
-  """results.json without its wall-clock timings."""
-  results = workdir_lib.read_results(workdir)
-  for section in results.values():
-    if isinstance(section, dict):
-      for key in _TIMINGS:
-        section.pop(key, None)
-  return results
+  return workdir_lib.read_results(workdir)
 
 
 def _final_state(workdir):
@@ -112,10 +105,8 @@ def trained_small(tmp_path_factory):
 
   Every step is traced once, whatever the chunk lengths, evaluations and
   checkpoints in between (a retrace would recompile): `steps.train_step`
-  twice in all, once for the compiled chunk and once, shape-only
-  (`jax.eval_shape`), by `steps.metric_names`; the -ELBO evaluator's
-  per-batch function once. A third trace fails the run, and with it every
-  test that uses it.
+  and the -ELBO evaluator's per-batch function once each. A second trace
+  fails the run, and with it every test that uses it.
   """
   root = tmp_path_factory.getbasetemp()
   if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -129,7 +120,7 @@ def trained_small(tmp_path_factory):
       with pytest.MonkeyPatch.context() as m, _counting(
           config_lib, "validate", validations):
         m.setattr(steps, "train_step",
-                  chex.assert_max_traces(steps.train_step, n=2))
+                  chex.assert_max_traces(steps.train_step, n=1))
         m.setattr(elbo_evaluator, "_batch_sums",
                   chex.assert_max_traces(elbo_evaluator._batch_sums, n=1))
         final = train.train_and_evaluate(config, str(workdir))

@@ -50,6 +50,10 @@ class Keys:
                images=jax.random.fold_in(root, 1 << 22))
 
 
+# What `train_step` adds to the objective's metrics.
+STEP_METRICS = ("grad_norm", "learning_rate")
+
+
 @flax.struct.dataclass
 class TrainState:
   """One model's state; stacked, each leaf gains a leading `[K]` axis."""
@@ -275,18 +279,28 @@ def run_steps(state: TrainState, images: jax.Array, num_steps: jax.Array,
   return state, sums, finite
 
 
-def metric_names(step_fn, state: TrainState,
+def metric_names(objective: objectives.Objective, state: TrainState,
                  batch_shape: tuple[int, ...]) -> tuple[str, ...]:
-  """The metrics `step_fn(state, x)` returns, from shapes alone (no compute).
+  """The metrics `train_step` returns, from shapes alone (no compute).
+
+  The objective's metrics, then `STEP_METRICS`. Only the objective is
+  traced (`jax.eval_shape`), so the train step is traced once, when its
+  program compiles.
 
   Args:
-    step_fn: a train step (of one model, or vmapped).
-    state: its state, or a `jax.ShapeDtypeStruct` tree of it.
-    batch_shape: `[B, *event]` of x.
+    objective: the run's objective.
+    state: a stacked train state, or a `jax.ShapeDtypeStruct` tree of it.
+    batch_shape: `[B, *event]` of the model inputs.
   """
+  one = jax.eval_shape(lambda s: index(s, 0), state)
+
+  def metrics(params, hparams, x):
+    return objective(params, x, jax.random.key(0), hparams,
+                     step=jnp.zeros((), jnp.int32))[1]
+
   x = jax.ShapeDtypeStruct(batch_shape, jnp.float32)
-  _, metrics = jax.eval_shape(step_fn, state, x)
-  return tuple(metrics)
+  return (*jax.eval_shape(metrics, one.params, one.hparams, x),
+          *STEP_METRICS)
 
 
 def eval_step(params: Any, hparams: dict[str, jax.Array], x: jax.Array,

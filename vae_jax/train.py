@@ -117,7 +117,7 @@ def train_group(configs: list[ml_collections.ConfigDict],
   train_chunk = chunk_program(config, step_fn)
   chunk = batch_source(config, data, per_epoch, mesh)
   scalar = functools.partial(sharding.scalar, sharding=mesh.replicated)
-  names = steps.metric_names(steps.vmap_models(step_fn), state,
+  names = steps.metric_names(objective, state,
                              (t.batch_size, *data.event_shape))
   zero_sums = functools.partial(jax.device_put,
                                 {k: np.zeros(len(configs), np.float32)
@@ -313,8 +313,10 @@ def summary_line(name: str, metrics: dict[str, float]) -> str:
 def _write_outputs(metric_writers, step: int, name: str,
                    outputs: list[evaluators.Output]) -> None:
   for w, o in zip(metric_writers, outputs):
-    w.write_scalars(step, {f"{name}/{k}": v for k, v in o.metrics.items()
-                           if isinstance(v, (int, float))})
+    scalars = {f"{name}/{k}": v for k, v in o.metrics.items()
+               if isinstance(v, (int, float))}
+    if scalars:
+      w.write_scalars(step, scalars)
     w.write_images(step, o.images)
     w.flush()
   if outputs[0].metrics:

@@ -96,5 +96,4 @@ class Evaluator:
               "nll_bits_per_dim = nll / (D ln 2)",
         num_samples=self.num_samples, chunk_size=self.chunk_size,
         active_unit_threshold=importance.ACTIVE_UNIT_THRESHOLD,
-        eval_time_s=time.time() - start,
         device=f"{jax.device_count()} x {jax.devices()[0].device_kind}"))
