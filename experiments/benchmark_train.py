@@ -139,12 +139,13 @@ def step_only(repeats: int) -> dict:
   images = train.batch_source(config, data, per_epoch, mesh)(0, k)
   scalar = functools.partial(sharding.scalar, sharding=mesh.replicated)
 
+  names = steps.metric_names(objective, steps.stack([state]),
+                             (128, *data.event_shape))
+
   class Program:
 
     def __init__(self, fn, state, shape):
       self.fn, self.state = fn, state
-      names = steps.metric_names(objective, steps.stack([state]),
-                                 (128, *data.event_shape))
       self.sums = {n: jax.numpy.zeros(shape) for n in names}
       self.finite = scalar(True)
       self.call()  # Compiles.
