@@ -1,5 +1,7 @@
 """A run's directory: config compatibility, checkpoints, results."""
 
+import json
+
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -180,3 +182,11 @@ def test_is_done_once_results_are_written(tmp_path):
   assert workdir_lib.is_done(w)
   assert workdir_lib.read_results(w) == results
   assert not workdir_lib.is_done(str(tmp_path / "missing"))
+
+
+def test_a_config_from_an_older_schema_is_one_sentence(tmp_path):
+  old = config_lib.base().to_dict()
+  del old["evals"]  # As written before the evaluators existed.
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  with pytest.raises(UserError, match="older vae_jax.*evals"):
+    workdir_lib.load_config(str(tmp_path))

@@ -41,7 +41,16 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     raise UserError(f"Workdir {workdir} has no {CONFIG}: give the workdir of "
                     "a training run.")
   with open(path) as f:
-    return config_lib.from_json(f.read())
+    config = config_lib.from_json(f.read())
+  missing = sorted(set(config_lib.flatten(config_lib.base()))
+                   - set(config_lib.flatten(config)))
+  if missing:
+    raise UserError(
+        f"Workdir {workdir} was written by an older vae_jax whose {CONFIG} "
+        f"lacks {len(missing)} field(s) of today's schema ({missing[0]}, "
+        "...): retrain it, or load it with the vae_jax version that wrote "
+        "it.")
+  return config
 
 
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
