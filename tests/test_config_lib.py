@@ -156,3 +156,9 @@ def test_set_field_sets_existing_fields_and_refuses_missing_ones():
   path = os.path.join(REPO, "configs", "mnist_vae.py")
   with pytest.raises(UserError, match="'eval.num_importance_samples'"):
     config_lib.get_config(path, None, {"eval.num_importance_samples": 10})
+
+
+def test_set_field_of_the_wrong_type_is_one_sentence():
+  config = config_lib.base()
+  with pytest.raises(UserError, match="model.latent_dim holds a int"):
+    config_lib.set_field(config, "model.latent_dim", 2.5)

@@ -32,7 +32,7 @@ def _commands() -> list[list[str]]:
   text = README.replace("\\\n", " ")
   found = re.findall(r"python -m (vae_jax\.\w+)([^`\n|]*)", text)
   return [[module, *shlex.split(args)] for module, args in found
-          if args.strip() != "..."]  # Prose: "python -m vae_jax.main ...".
+          if args.strip() not in ("", "...")]  # Prose mentions.
 
 
 COMMANDS = _commands()

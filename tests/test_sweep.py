@@ -174,3 +174,23 @@ def test_index_runs_one_point_and_rejects_out_of_range(tmp_path):
   out = subprocess.run(_sweep_cmd(config_path, workdir, "--index=6"),
                        capture_output=True, text=True, cwd=REPO)
   assert out.returncode == 2 and "out of range" in out.stderr
+
+
+def test_group_resumes_from_the_step_every_model_has(tmp_path):
+  """A model that got further alone drops its later checkpoints and redoes
+  them with the group (Orbax would refuse to save a step twice)."""
+  short = {"training.num_epochs": 0.05, "evals.nll.enabled": False,
+           "data.eval_split": "test[:500]"}
+  configs = [small_config(**{**short, **p}) for p in POINTS[:2]]
+  dirs = [str(tmp_path / f"p{i}") for i in range(2)]
+  alone = train.train_and_evaluate(configs[0], dirs[0])
+  assert _checkpoint_steps(dirs[0]) == [20, 23]
+  grouped = train.train_group(configs, dirs)
+  assert _checkpoint_steps(dirs[0]) == _checkpoint_steps(dirs[1]) == [20, 23]
+  np.testing.assert_allclose(grouped[0]["elbo"]["nelbo"],
+                             alone["elbo"]["nelbo"], rtol=1e-5)
+
+
+def _checkpoint_steps(workdir):
+  return sorted(ocp.CheckpointManager(
+      os.path.join(workdir, "checkpoints")).all_steps())

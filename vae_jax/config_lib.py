@@ -314,4 +314,8 @@ def set_field(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
   if leaf not in node:
     raise UserError(f"Config has no field {key!r}.")
   with node.unlocked():
-    node[leaf] = value
+    try:
+      node[leaf] = value
+    except TypeError:
+      raise UserError(f"Config field {key} holds a "
+                      f"{type(node[leaf]).__name__}, not {value!r}.") from None

@@ -29,6 +29,7 @@ import os
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 import ml_collections
 from ml_collections import config_flags
 
@@ -127,7 +128,7 @@ def _main(config_path, config, workdir):
   os.makedirs(workdir, exist_ok=True)
   if not _SUMMARIZE.value:
     run(config_path, config, workdir, _INDEX.value)
-  if _INDEX.value is None:
+  if _INDEX.value is None and jax.process_index() == 0:
     rows = sweep_report.summarize(workdir)
     logging.info("Summary of %d points in %s/summary.md.", len(rows), workdir)
 

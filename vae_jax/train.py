@@ -97,6 +97,13 @@ def train_group(configs: list[ml_collections.ConfigDict],
               for w in workdirs]
   start = max(set.intersection(*(set(m.all_steps()) for m in managers)),
               default=0)
+  for w, m in zip(workdirs, managers):
+    for later in (s for s in m.all_steps() if s > start):
+      # A model of the group got further (killed between the group's
+      # saves, or trained alone): the group redoes those steps together.
+      logging.warning("%s: dropping the checkpoint at step %d, past the "
+                      "group's common step %d.", w, later, start)
+      m.delete(later)
   states = initial_states(configs, model, tx, data.event_shape, mesh)
   if start:
     states = [workdir_lib.restore(m, start, s)

@@ -100,8 +100,9 @@ def restore(manager: ocp.CheckpointManager, step: int, like: Any, *,
     step: a saved step.
     like: a train state (arrays or `jax.ShapeDtypeStruct`s, with their
       shardings) of the run; with `params_only`, its parameters.
-    params_only: restore the parameters only (the optimizer state is not
-      read), checking their structure and shapes against `like`.
+    params_only: return the parameters only, checking their structure and
+      shapes against `like` (the checkpoint is read without a target, in
+      the layout it was saved in).
 
   Returns:
     The restored state, or parameters.
