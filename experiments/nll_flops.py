@@ -107,7 +107,7 @@ def evaluation_flops(config, num_samples: int, chunk_size: int,
   model = models.create_model(config.model, event_shape)
   params = jax.eval_shape(lambda: models.init_params(
       model, jax.random.key(0), event_shape))
-  num_examples = len(data.test_images)
+  num_examples = len(data.test_x)
   num_batches = -(-num_examples // batch_size)
   per_batch = batch_flops(model, params, batch_size, event_shape,
                           num_samples=num_samples, chunk_size=chunk_size)

@@ -10,10 +10,10 @@ import math
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
+from vae_jax import config_lib
 from vae_jax import input_pipeline
 from vae_jax.errors import UserError
 
@@ -202,15 +202,22 @@ def test_preprocess_dynamic_under_jit():
       input_pipeline.preprocess(images, jax.random.key(0), "dynamic"))
 
 
-def test_validate_config_rejects_unknown_binarization_and_shards():
-  input_pipeline.validate_config(
-      ml_collections.ConfigDict({"binarization": "dynamic", "num_shards": 1}))
-  with pytest.raises(UserError, match="binarization"):
-    input_pipeline.validate_config(ml_collections.ConfigDict(
-        {"binarization": "stochastic", "num_shards": 1}))
-  with pytest.raises(UserError, match="num_shards"):
-    input_pipeline.validate_config(ml_collections.ConfigDict(
-        {"binarization": "dynamic", "num_shards": 0}))
+@pytest.mark.parametrize("overrides,match", [
+    ({"binarization": "stochastic"}, "binarization"),
+    ({"num_shards": 0}, "num_shards"),
+    ({"source": "parquet"}, "Unknown data.source 'parquet'"),
+    ({"test_fraction": 0.0}, r"test_fraction must be in \(0, 1\)"),
+    ({"test_fraction": 1.0}, r"test_fraction must be in \(0, 1\)"),
+    ({"source": "npz"}, "needs data.path"),
+    ({"source": "sklearn", "name": "mnist"}, "not a bundled scikit-learn"),
+    ({"label_column": "y"}, "label_column applies to data.source='csv'"),
+])
+def test_validate_config_rejects_each_bad_field(overrides, match):
+  config = config_lib.base().data
+  input_pipeline.validate_config(config)
+  config.update(overrides)
+  with pytest.raises(UserError, match=match):
+    input_pipeline.validate_config(config)
 
 
 def test_train_batches_concatenate_shards_in_order():

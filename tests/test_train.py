@@ -24,7 +24,7 @@ import pytest
 
 from conftest import popen_cli, run_cli, small_config
 from vae_jax import config_lib
-from vae_jax import input_pipeline
+from vae_jax import sources
 from vae_jax import steps
 from vae_jax import train
 from vae_jax import trained
@@ -303,7 +303,7 @@ def test_validation_runs_once_per_run(trained_small, tmp_path):
 
 def test_eval_mode_never_loads_the_training_set(trained_small, tmp_path):
   workdir = _copy(trained_small.workdir, tmp_path)
-  with _counting(input_pipeline, "_load_split", []) as calls:
+  with _counting(sources, "read_tfds", []) as calls:
     train.evaluate(_quick_eval(), workdir)
   assert [split for _, split in calls] == ["test"]
 

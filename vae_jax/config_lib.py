@@ -49,7 +49,21 @@ def base(kind: str = "vae") -> ml_collections.ConfigDict:
   c.seed = 0
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = "mnist"
+  # tfds | npz | images | csv | sklearn (see vae_jax/sources.py).
+  c.data.source = "tfds"
+  c.data.name = "mnist"  # tfds: a dataset; sklearn: digits | breast_cancer
+  c.data.path = ""  # npz, images, csv: the file or folder.
+  # npz, images, csv: the test split's file or folder; empty: a seeded
+  # held-out fraction of data.path (sklearn: always held out).
+  c.data.test_path = ""
+  c.data.test_fraction = 0.2
+  c.data.split_seed = 0  # The held-out split.
+  c.data.label_column = ""  # csv: the column of labels, if any.
+  # Comma-separated class names (tfds/sklearn names, folder names, label
+  # values) a split is restricted to, e.g. "3" or "0,6"; empty: all.
+  c.data.train_classes = ""
+  c.data.test_classes = ""
+  c.data.standardize = True  # Tables: per feature, training statistics.
   c.data.data_dir = ""  # Empty: $TFDS_DATA_DIR, else TFDS's default.
   c.data.download = True  # Download with TFDS if not prepared.
   c.data.train_split = "train"
@@ -67,7 +81,9 @@ def base(kind: str = "vae") -> ml_collections.ConfigDict:
   c.model.latent_dim = 50
   c.model.activation = "gelu"
   c.model.code_activation = "none"  # Autoencoders: none | sigmoid | relu
-  c.model.likelihood = "bernoulli"  # bernoulli | gaussian
+  # auto: bernoulli for images, gaussian with a learned per-feature std
+  # (learn_scale per_pixel) for tables. Or bernoulli | gaussian.
+  c.model.likelihood = "auto"
   c.model.gaussian_scale = 1.0  # Gaussian std (initial, if learned).
   c.model.learn_scale = "none"  # Gaussian: none | global | per_pixel
   c.model.min_scale = 0.01  # Floor of a learned Gaussian std.

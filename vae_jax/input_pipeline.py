@@ -1,18 +1,25 @@
-"""Image datasets from tensorflow-datasets, batched deterministically.
+"""Every data source through one pipeline, batched deterministically.
 
-The whole split is held in host memory as uint8 (MNIST: 47 MB), so batches
-are gathered with numpy and the order is a pure function of
-(seed, step): nothing about the pipeline needs checkpointing, and a resumed
-run sees exactly the batches the uninterrupted run would have seen.
+`sources` reads the examples and labels of a source (tfds, npz, a folder
+of images, csv, scikit-learn); `load` then does what is the same for all:
+the held-out test split of a source without one, class selection,
+the checks of bad data, per-feature standardization of tables, the fixed
+binarization of the test set, and the shards of the training split.
 
-Pixels stay uint8 until they reach the device; `preprocess` turns them into
+The whole split is held in host memory (MNIST: 47 MB as uint8), so batches
+are gathered with numpy and the order is a pure function of (seed, step):
+nothing about the pipeline needs checkpointing, and a resumed run sees
+exactly the batches the uninterrupted run would have seen.
+
+Images stay uint8 until they reach the device; `preprocess` turns them into
 floats inside the jitted step, drawing the dynamic binarization from the
-step's key.
+step's key. Tables (examples that are vectors `[D]`) are float32,
+standardized on the host. Labels never enter a training step: they travel
+with the examples for evaluation (latent maps, anomaly detection).
 """
 
 import dataclasses
 import math
-import os
 
 from absl import logging
 import jax
@@ -20,6 +27,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from vae_jax import sources
+from vae_jax import splits
 from vae_jax.errors import UserError
 
 BINARIZATIONS = ("dynamic", "static", "none")
@@ -29,131 +38,250 @@ BINARIZATIONS = ("dynamic", "static", "none")
 class Dataset:
   """One dataset in host memory.
 
-  The training split is cut into `data.num_shards` even shards (tfds
-  `even_splits`); `train_shards` holds this process's shards, numbered
-  `shard_indices`. With binarization "static" they are already binarized to
-  {0, 255}. `test_images` is the whole evaluation split, binarized to
-  {0, 255} with a fixed seed unless binarization is "none", so every run
-  scores the same images.
+  The training split is cut into `data.num_shards` even shards;
+  `train_shards` holds this process's shards, numbered `shard_indices`,
+  and `train_labels` their labels. With binarization "static" image shards
+  are already binarized. `test_x` is the whole evaluation split, binarized
+  with a fixed seed unless binarization is "none", so every run scores the
+  same examples. `binarization` is what applies: always "none" for tables.
   """
-  name: str
-  train_shards: list[np.ndarray]  # each [N_shard, H, W, C] uint8
+  name: str  # the dataset, or the file or folder it came from
+  kind: str  # "image" ([H, W, C] uint8 or float) or "table" ([D] float32)
+  train_shards: list[np.ndarray]  # each [N_shard, *event]
+  train_labels: list[np.ndarray] | None  # each [N_shard] int32
   shard_indices: list[int]
-  test_images: np.ndarray  # [N_test, H, W, C] uint8
+  test_x: np.ndarray  # [N_test, *event]
+  test_labels: np.ndarray | None  # [N_test] int32
+  class_names: tuple[str, ...]  # label i is class_names[i]; () unlabeled
   num_train_examples: int  # over all shards
   binarization: str
+  standardization: splits.Standardization | None
+  test_split: str  # how the test split was obtained
+  # Of the data as read (pixels / 255), before binarization: the smallest
+  # and largest value, and whether every value is 0 or 1.
+  value_range: tuple[float, float]
+  is_binary: bool
 
   @property
   def event_shape(self) -> tuple[int, ...]:
-    return tuple(self.test_images.shape[1:])
+    return tuple(self.test_x.shape[1:])
 
   @property
   def num_dims(self) -> int:
     return math.prod(self.event_shape)
 
+  def about(self) -> dict[str, str | int]:
+    """Labels for results: the data, the test split, its size."""
+    out = {"data": self.name, "split": self.test_split,
+           "num_examples": len(self.test_x)}
+    if self.standardization is not None:
+      out["standardization"] = ("per feature, with the training split's "
+                                "mean and std (standardization.json)")
+    return out
+
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Raises UserError for a data config that cannot work."""
+  """Raises UserError for a data config that cannot work (no data read)."""
+  if config.source not in sources.SOURCES:
+    raise UserError(f"Unknown data.source {config.source!r}; known: "
+                    f"{', '.join(sources.SOURCES)}.")
   if config.binarization not in BINARIZATIONS:
     raise UserError(f"Unknown data.binarization {config.binarization!r}; "
                     f"known: {', '.join(BINARIZATIONS)}.")
   if config.num_shards < 1:
     raise UserError(f"data.num_shards must be >= 1, got {config.num_shards}.")
+  if not 0 < config.test_fraction < 1:
+    raise UserError(f"data.test_fraction must be in (0, 1), got "
+                    f"{config.test_fraction}.")
+  if config.source in ("npz", "images", "csv") and not config.path:
+    raise UserError(f"data.source={config.source!r} needs data.path, the "
+                    "file or folder to read.")
+  if config.source == "sklearn" and config.name not in sources.SKLEARN:
+    raise UserError(f"data.name={config.name!r} is not a bundled "
+                    "scikit-learn dataset; known: "
+                    f"{', '.join(sources.SKLEARN)}.")
+  if config.label_column and config.source != "csv":
+    raise UserError("data.label_column applies to data.source='csv' only.")
 
 
-def _data_dir(config: ml_collections.ConfigDict) -> str | None:
-  return config.data_dir or os.environ.get("TFDS_DATA_DIR") or None
-
-
-def _builder(config: ml_collections.ConfigDict):
-  """Returns a prepared tfds builder, or raises UserError saying what to do."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  data_dir = _data_dir(config)
-  try:
-    builder = tfds.builder(config.name, data_dir=data_dir)
-  except tfds.core.registered.DatasetNotFoundError:
-    raise UserError(
-        f"Unknown dataset {config.name!r}: data.name must be a "
-        "tensorflow-datasets image dataset such as 'mnist', "
-        "'fashion_mnist' or 'cifar10'.") from None
-  if "image" not in builder.info.features:
-    raise UserError(f"Dataset {config.name!r} has no 'image' feature; "
-                    "vae_jax models images.")
-  if builder.is_prepared():
-    return builder
-  where = data_dir or "the default ~/tensorflow_datasets"
-  fix = (f"point TFDS_DATA_DIR (or --config.data.data_dir) at a directory "
-         f"that holds a prepared copy of {config.name!r}")
-  if not config.download:
-    raise UserError(f"Dataset {config.name!r} is not prepared in {where} and "
-                    f"data.download is off: {fix}.")
-  logging.info("Dataset %s is not in %s: downloading it (offline, TFDS "
-               "gives up after its retries, about 4 minutes; to skip them, "
-               "%s).", config.name, where, fix)
-  try:
-    builder.download_and_prepare()
-  except Exception as e:  # pylint: disable=broad-except
-    raise UserError(
-        f"Dataset {config.name!r} is not prepared in {where} and could not be "
-        f"downloaded ({type(e).__name__}): {fix}.") from None
-  return builder
-
-
-def _load_split(builder, split: str) -> np.ndarray:
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  ds = builder.as_dataset(split=split, batch_size=-1, shuffle_files=False)
-  return np.asarray(tfds.as_numpy(ds)["image"])
-
-
-def binarize(images: np.ndarray, seed: int) -> np.ndarray:
-  """A fixed Bernoulli sample of uint8 images, as uint8 in {0, 255}."""
-  rng = np.random.default_rng(seed)
-  probs = images.astype(np.float32) / 255.0
-  return np.where(rng.random(images.shape, dtype=np.float32) < probs,
-                  np.uint8(255), np.uint8(0))
+def _read(config: ml_collections.ConfigDict, train: bool
+          ) -> tuple[sources.Examples | None, sources.Examples, int, str]:
+  """(train or None, test, number of training examples, test split label)."""
+  if config.source == "tfds":
+    builder = sources.tfds_builder(config)
+    test = sources.read_tfds(builder, config.eval_split)
+    if not train:
+      return (None, test,
+              builder.info.splits[config.train_split].num_examples,
+              config.eval_split)
+    return (sources.read_tfds(builder, config.train_split), test, 0,
+            config.eval_split)
+  if config.source == "sklearn":
+    whole = sources.sklearn_dataset(config.name)
+  else:
+    whole = sources.read_path(config.source, config.path,
+                              config.label_column)
+  splits.check(whole, "whole")  # Indices in messages are the file's.
+  if config.test_path:
+    test = sources.read_path(config.source, config.test_path,
+                             config.label_column)
+    splits.check(test, "whole")
+    splits.merge_classes(whole, test)
+    return whole, test, 0, f"test ({config.test_path})"
+  train_ex, test = splits.hold_out(whole, config.test_fraction,
+                                   config.split_seed)
+  return train_ex, test, 0, (f"held-out {config.test_fraction:.0%} of the "
+                             f"examples (data.split_seed={config.split_seed})")
 
 
 def load(config: ml_collections.ConfigDict, *, train: bool = True,
-         process_index: int = 0, process_count: int = 1) -> Dataset:
+         process_index: int = 0, process_count: int = 1,
+         standardization: splits.Standardization | None = None) -> Dataset:
   """Loads the (validated) `data` section's dataset.
 
-  Process p of P reads shards [p S / P, (p + 1) S / P) of the S =
-  `data.num_shards` shards of the training split, so the global batch of
-  every step is the same whatever the number of processes. With `train`
-  False no training example is read (evaluation); `num_train_examples`
-  still counts them, from the dataset's metadata.
+  The training split (after `data.train_classes`) is cut into S =
+  `data.num_shards` even, contiguous shards; process p of P holds shards
+  [p S / P, (p + 1) S / P), so the global batch of every step is the same
+  whatever the number of processes. With `train` False no training example
+  of a tfds dataset is read (evaluation), and `num_train_examples` comes
+  from its metadata.
+
+  Args:
+    config: the `data` section.
+    train: whether the training split is needed.
+    process_index, process_count: this process, of how many.
+    standardization: a table's saved statistics (from the workdir); None
+      fits them on the training split.
+
+  Raises:
+    UserError: for bad data (see `sources`), an empty split, NaN or inf
+      values, a class that does not occur, examples whose shapes differ
+      between the splits.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")  # The accelerators are JAX's.
-  builder = _builder(config)
-  for split in (config.train_split, config.eval_split):
-    base = split.split("[")[0]
-    if base not in builder.info.splits:
-      raise UserError(f"Dataset {config.name!r} has no split {base!r}; it has "
-                      f"{', '.join(builder.info.splits)}.")
   if config.num_shards % process_count:
     raise UserError(f"data.num_shards={config.num_shards} does not divide "
                     f"among the {process_count} processes; use a multiple of "
                     f"{process_count}.")
-  num_train = builder.info.splits[config.train_split].num_examples
-  splits = tfds.even_splits(config.train_split, n=config.num_shards)
-  per_process = config.num_shards // process_count
-  indices = (list(range(process_index * per_process,
-                        (process_index + 1) * per_process)) if train else [])
-  shards = [_load_split(builder, splits[i]) for i in indices]
-  test = _load_split(builder, config.eval_split)
-  if test.dtype != np.uint8:
-    raise UserError(f"Dataset {config.name!r} images are {test.dtype}, "
-                    "not uint8 pixels.")
-  if config.binarization == "static":
-    shards = [binarize(x, config.binarization_seed + 1 + i)
-              for x, i in zip(shards, indices)]
-  if config.binarization != "none":
-    test = binarize(test, config.binarization_seed)
-  return Dataset(name=config.name, train_shards=shards, shard_indices=indices,
-                 test_images=test, num_train_examples=num_train,
-                 binarization=config.binarization)
+  train_ex, test, num_train, test_split = _read(config, train)
+  if train_ex is not None:
+    train_ex = splits.select(train_ex, config.train_classes,
+                             "data.train_classes")
+    splits.check(train_ex, "training")
+    num_train = len(train_ex.x)
+  test = splits.select(test, config.test_classes, "data.test_classes")
+  splits.check(test, "test")
+  if train_ex is not None and train_ex.x.shape[1:] != test.x.shape[1:]:
+    raise UserError(f"The training examples of {train_ex.where} are "
+                    f"{train_ex.x.shape[1:]} but the test examples of "
+                    f"{test.where} are {test.x.shape[1:]}.")
+  if test.x.ndim not in (2, 4):
+    raise UserError(f"{test.where} holds examples of shape "
+                    f"{test.x.shape[1:]}; give images [H, W] or [H, W, C], "
+                    "or table rows [D].")
+  kind = "table" if test.x.ndim == 2 else "image"
+  binarization = config.binarization if kind == "image" else "none"
+  if kind == "table" and config.binarization != "none":
+    logging.info("data.binarization=%s does not apply to a table; its rows "
+                 "are used as they are.", config.binarization)
+  if kind == "table" and config.standardize:
+    if standardization is None:
+      if train_ex is None:
+        raise UserError("A table's standardization needs its training "
+                        "split or its saved statistics.")
+      standardization = splits.Standardization.fit(train_ex.x)
+    if standardization.mean.shape != test.x.shape[1:]:
+      raise UserError(f"The saved standardization has "
+                      f"{standardization.mean.shape[0]} features but "
+                      f"{test.where} has {test.x.shape[1]}.")
+    test.x = standardization.apply(test.x)
+    if train_ex is not None:
+      train_ex.x = standardization.apply(train_ex.x)
+  else:
+    standardization = None
+
+  arrays = [test.x] + ([train_ex.x] if train_ex is not None else [])
+  top = 255.0 if test.x.dtype == np.uint8 else 1.0
+  value_range = (min(float(x.min()) for x in arrays) / top,
+                 max(float(x.max()) for x in arrays) / top)
+  is_binary = all(np.all((x == 0) | (x == top)) for x in arrays)
+  if binarization != "none" and not 0 <= value_range[0] <= value_range[1] <= 1:
+    raise UserError(f"data.binarization={binarization!r} draws pixels with "
+                    f"p = x, but {data_name(config)} spans "
+                    f"[{value_range[0]:.4g}, {value_range[1]:.4g}], not "
+                    "[0, 1]: rescale the data, or use "
+                    "data.binarization='none'.")
+
+  shards, labels, indices = [], [], []
+  if train_ex is not None:
+    per_process = config.num_shards // process_count
+    indices = list(range(process_index * per_process,
+                         (process_index + 1) * per_process))
+    bounds = np.linspace(0, num_train, config.num_shards + 1).round().astype(
+        int)
+    shards = [train_ex.x[bounds[i]:bounds[i + 1]] for i in indices]
+    if train_ex.y is not None:
+      labels = [train_ex.y[bounds[i]:bounds[i + 1]] for i in indices]
+    if binarization == "static":
+      shards = [binarize(x, config.binarization_seed + 1 + i)
+                for x, i in zip(shards, indices)]
+  test_x = test.x
+  if binarization != "none":
+    test_x = binarize(test_x, config.binarization_seed)
+  return Dataset(
+      name=data_name(config), kind=kind, train_shards=shards,
+      train_labels=labels if train_ex is not None and train_ex.y is not None
+      else None,
+      shard_indices=indices, test_x=test_x, test_labels=test.y,
+      class_names=test.class_names, num_train_examples=num_train,
+      binarization=binarization, standardization=standardization,
+      test_split=test_split, value_range=value_range, is_binary=is_binary)
+
+
+def data_name(config: ml_collections.ConfigDict) -> str:
+  """What results call the data: the dataset's name, or the file's path."""
+  return config.name if config.source in ("tfds", "sklearn") else config.path
+
+
+def check_likelihood(data: Dataset, likelihood: str, is_vae: bool) -> None:
+  """Refuses a Bernoulli likelihood on data it is not a distribution of.
+
+  A Bernoulli p(x|z) needs x in [0, 1]; for a VAE, whose -ELBO is reported
+  in nats, also binary x: gray values make it an unnormalized density
+  (Loaiza-Ganem and Cunningham 2019), so -ELBO would bound nothing.
+  Autoencoders may use it as a cross-entropy reconstruction loss on gray
+  values.
+  """
+  if likelihood != "bernoulli":
+    return
+  lo, hi = data.value_range
+  if lo < 0 or hi > 1:
+    raise UserError(
+        f"model.likelihood='bernoulli' needs data in [0, 1], but {data.name} "
+        f"spans [{lo:.4g}, {hi:.4g}]; use model.likelihood='gaussian' (or "
+        "'auto').")
+  if is_vae and data.binarization == "none" and not data.is_binary:
+    raise UserError(
+        f"A VAE's Bernoulli likelihood needs binary data, but {data.name} "
+        "has values strictly between 0 and 1 and data.binarization='none', "
+        "so its -ELBO would bound nothing: use data.binarization='dynamic' "
+        "(or 'static'), or model.likelihood='gaussian'.")
+
+
+def to_float(x: np.ndarray) -> np.ndarray:
+  """Host examples as model inputs: uint8 pixels / 255, floats as they are."""
+  if x.dtype == np.uint8:
+    return x.astype(np.float32) / 255.0
+  return np.asarray(x, np.float32)
+
+
+def binarize(images: np.ndarray, seed: int) -> np.ndarray:
+  """A fixed Bernoulli sample of images, p = pixel / 255 (uint8, giving
+  {0, 255}) or p = x (floats in [0, 1], giving {0, 1}), in x's dtype."""
+  rng = np.random.default_rng(seed)
+  probs = to_float(images)
+  on = rng.random(images.shape, dtype=np.float32) < probs
+  top = np.uint8(255) if images.dtype == np.uint8 else np.float32(1)
+  return np.where(on, top, images.dtype.type(0)).astype(images.dtype)
 
 
 def dynamic_binarize(images: jax.Array, rng: jax.Array) -> jax.Array:
@@ -190,6 +318,10 @@ def preprocess(images: jax.Array, rng: jax.Array,
   to [0, 1] (already {0, 1} for "static" and for the fixed binarized test
   set).
   """
+  if images.dtype != jnp.uint8:  # Floats in [0, 1], or standardized rows.
+    if binarization == "dynamic":
+      return jax.random.bernoulli(rng, images).astype(jnp.float32)
+    return images.astype(jnp.float32)
   if binarization == "dynamic":
     return dynamic_binarize(images, rng)
   return images.astype(jnp.float32) / 255.0

@@ -19,7 +19,7 @@ from vae_jax import layers
 from vae_jax import losses
 from vae_jax.errors import UserError
 
-LIKELIHOODS = ("bernoulli", "gaussian")
+LIKELIHOODS = ("auto", "bernoulli", "gaussian")
 ACTIVATIONS = {
     "relu": nn.relu, "elu": nn.elu, "gelu": nn.gelu, "tanh": jnp.tanh,
     "softplus": nn.softplus, "swish": nn.swish,
@@ -277,6 +277,24 @@ def is_vae(config: ml_collections.ConfigDict) -> bool:
   return config.name.endswith("_vae")
 
 
+def resolve_likelihood(config: ml_collections.ConfigDict,
+                       event_shape: tuple[int, ...] | None
+                       ) -> tuple[str, str]:
+  """(likelihood, learn_scale) that a model on `event_shape` uses.
+
+  `model.likelihood="auto"` is "bernoulli" for images `[H, W, C]` and, for
+  tables (vectors `[D]`), "gaussian" with a learned per-feature std
+  (`learn_scale` "per_pixel" unless set). With `event_shape` None (no data
+  yet), "auto" stays "auto".
+  """
+  if config.likelihood != "auto" or event_shape is None:
+    return config.likelihood, config.learn_scale
+  if len(event_shape) == 1:
+    return "gaussian", ("per_pixel" if config.learn_scale == "none"
+                        else config.learn_scale)
+  return "bernoulli", config.learn_scale
+
+
 def validate_config(config: ml_collections.ConfigDict,
                     event_shape: tuple[int, ...] | None = None) -> None:
   """Raises UserError for a model config that cannot be built."""
@@ -315,7 +333,8 @@ def validate_config(config: ml_collections.ConfigDict,
   if learn_scale not in LEARN_SCALE:
     raise UserError(f"Unknown model.learn_scale {learn_scale!r}; "
                     f"known: {', '.join(LEARN_SCALE)}.")
-  if config.likelihood == "bernoulli" and learn_scale != "none":
+  likelihood, learn_scale = resolve_likelihood(config, event_shape)
+  if likelihood == "bernoulli" and learn_scale != "none":
     raise UserError("model.learn_scale needs model.likelihood='gaussian'; a "
                     "Bernoulli likelihood has no scale.")
   if config.gaussian_scale <= 0:
@@ -333,7 +352,7 @@ def create_model(config: ml_collections.ConfigDict,
   validate_config(config, event_shape)
   channels = config.conv_channels
   code_activation = config.code_activation
-  learn_scale = config.learn_scale
+  likelihood, learn_scale = resolve_likelihood(config, event_shape)
   min_scale = config.min_scale
   event_shape = tuple(event_shape)
   activation = ACTIVATIONS[config.activation]
@@ -344,13 +363,13 @@ def create_model(config: ml_collections.ConfigDict,
     features = functools.partial(conv_features, channels=tuple(channels),
                                  hidden=hidden, activation=activation)
     decoder = ConvDecoder(tuple(channels), hidden[::-1], event_shape,
-                          activation, config.likelihood, output_scale)
+                          activation, likelihood, output_scale)
   else:
     features = functools.partial(mlp_features, hidden=hidden,
                                  activation=activation,
                                  event_ndim=len(event_shape))
     decoder = MLPDecoder(hidden[::-1], event_shape, activation,
-                         config.likelihood, output_scale)
+                         likelihood, output_scale)
   if is_vae(config):
     return VAE(encoder=GaussianEncoder(features, config.latent_dim),
                decoder=decoder)

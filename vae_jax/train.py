@@ -77,12 +77,15 @@ def train_group(configs: list[ml_collections.ConfigDict],
   _check_group(configs)
   config = configs[0]
   t = config.training
-  for w in workdirs:
-    os.makedirs(w, exist_ok=True)
 
-  # Data.
-  data = input_pipeline.load(config.data, process_index=jax.process_index(),
-                             process_count=jax.process_count())
+  # Data, checked before anything is written.
+  data = input_pipeline.load(
+      config.data, process_index=jax.process_index(),
+      process_count=jax.process_count(),
+      standardization=workdir_lib.read_standardization(workdirs[0]))
+  input_pipeline.check_likelihood(
+      data, models.resolve_likelihood(config.model, data.event_shape)[0],
+      models.is_vae(config.model))
   # Model and objective.
   model = models.create_model(config.model, data.event_shape)
   objective = objectives.create(config.objective, model)
@@ -91,6 +94,10 @@ def train_group(configs: list[ml_collections.ConfigDict],
   tx, schedule = optim.create(config.optimizer, total)
   # Mesh.
   mesh = sharding.create(t.model_axis_size, len(configs))
+
+  for w in workdirs:
+    os.makedirs(w, exist_ok=True)
+    workdir_lib.write_standardization(w, data.standardization)
 
   # State, restored from the last checkpoint that every model has.
   managers = [workdir_lib.checkpoint_manager(w, t.checkpoints_to_keep)
@@ -121,7 +128,7 @@ def train_group(configs: list[ml_collections.ConfigDict],
 
   # The compiled chunk of steps, and the batches it reads.
   step_fn = model_step(objective, tx, schedule)
-  train_chunk = chunk_program(config, step_fn)
+  train_chunk = chunk_program(config, step_fn, data.binarization)
   chunk = batch_source(config, data, per_epoch, mesh)
   scalar = functools.partial(sharding.scalar, sharding=mesh.replicated)
   names = steps.metric_names(objective, state,
@@ -240,12 +247,13 @@ def model_step(objective, tx, schedule):
                            schedule=schedule)
 
 
-def chunk_program(config: ml_collections.ConfigDict, step_fn):
+def chunk_program(config: ml_collections.ConfigDict, step_fn,
+                  binarization: str):
   """The jitted `steps.train_chunk` of a group whose models step with
-  `step_fn` (`model_step`); donates state and sums."""
+  `step_fn` (`model_step`), on data binarized as `binarization` (the
+  dataset's: "none" for tables); donates state and sums."""
   return jax.jit(functools.partial(
-      steps.train_chunk, step_fn=step_fn,
-      binarization=config.data.binarization,
+      steps.train_chunk, step_fn=step_fn, binarization=binarization,
       data_seed=config.data.shuffle_seed), donate_argnums=(0, 4))
 
 
@@ -295,7 +303,7 @@ def evaluate(config: ml_collections.ConfigDict,
 def results(config: ml_collections.ConfigDict, step: int,
             outputs: dict[str, evaluators.Output]) -> dict:
   """The contents of results.json: each evaluator's metrics and labels."""
-  return {"step": step, "dataset": config.data.name,
+  return {"step": step, "dataset": input_pipeline.data_name(config.data),
           **{name: {**o.metrics, **o.about} for name, o in outputs.items()
              if o.metrics}}
 

@@ -10,9 +10,13 @@
                                          # reconstruction error and PSNR
     results = m.evaluate()               # every evaluator, as in training
 
-Inputs are `[N, *event]` arrays in [0, 1] (uint8 pixels are scaled); they are
-used as given, so binarize them first to score a binarized-data model the
-way its test set is scored (`test_images` does this). Every method is
+Inputs are raw examples `[N, *event]`, prepared as the run prepared its data:
+uint8 pixels are scaled to [0, 1] and float images used as given (binarize
+them first to score a binarized-data model the way its test set is scored;
+`test_images` does this); a table's rows are standardized with the run's
+saved statistics. Any input may also be the path of a file or folder of the
+kinds training reads (`.npz`/`.npy`, a folder of images, a `.csv`; labels
+are dropped). Every method is
 jit-compiled once per input shape; all but `decode` (a `models.Likelihood`
 of device arrays) and `evaluate` return numpy arrays. Loading reads the
 test split only, never the training set.
@@ -33,6 +37,7 @@ from vae_jax import input_pipeline
 from vae_jax import models
 from vae_jax import objectives
 from vae_jax import sharding
+from vae_jax import sources
 from vae_jax import steps
 from vae_jax import workdir as workdir_lib
 from vae_jax.errors import UserError
@@ -63,17 +68,40 @@ class TrainedModel:
                            static_argnums=2)
 
   def _inputs(self, x) -> jax.Array:
+    if isinstance(x, (str, os.PathLike)):
+      path = os.fspath(x)
+      x = sources.read_path(sources.guess_source(path), path,
+                            self.config.data.label_column).x
     x = np.asarray(x)
     if x.shape[1:] != self.event_shape:
       shape = ", ".join(map(str, self.event_shape))
       raise UserError(f"Expected inputs [N, {shape}], got {list(x.shape)}.")
-    if x.dtype == np.uint8:
-      return jnp.asarray(x, jnp.float32) / 255.0
-    return jnp.asarray(x, jnp.float32)
+    if self.data.standardization is not None:
+      x = self.data.standardization.apply(x)
+    return jnp.asarray(input_pipeline.to_float(x))
 
   def test_images(self, n: int | None = None) -> np.ndarray:
-    """The first n test images as the run scores them, floats in [0, 1]."""
-    return np.asarray(self.data.test_images[:n], np.float32) / 255.0
+    """The first n test examples, ready for the other methods.
+
+    Images as the run scores them (binarized if it binarizes), floats in
+    [0, 1]; a table's rows raw (not standardized: the methods do it).
+    """
+    x = self.data.test_x[:n]
+    if self.data.standardization is not None:
+      return self.data.standardization.invert(x)
+    return input_pipeline.to_float(x)
+
+  def test_labels(self, n: int | None = None) -> np.ndarray | None:
+    """The first n test labels `[n]` (indices into `class_names`), or None
+    for unlabeled data. Labels are for evaluation only: no training step
+    sees them."""
+    return None if self.data.test_labels is None else np.asarray(
+        self.data.test_labels[:n])
+
+  @property
+  def class_names(self) -> tuple[str, ...]:
+    """The name of each label index; () for unlabeled data."""
+    return self.data.class_names
 
   def encode(self, x):
     """q(z|x) (`models.Posterior`) for a VAE, the code `[N, Z]` for an AE."""
@@ -161,7 +189,9 @@ def load(workdir: str, step: int | None = None,
   if step not in saved:
     raise UserError(f"Workdir {workdir} has no checkpoint at step {step}; it "
                     f"has {saved}.")
-  data = input_pipeline.load(config.data, train=False)
+  data = input_pipeline.load(
+      config.data, train=False,
+      standardization=workdir_lib.read_standardization(workdir))
   model = models.create_model(config.model, data.event_shape)
   like = jax.eval_shape(lambda: models.init_params(
       model, jax.random.key(0), data.event_shape))

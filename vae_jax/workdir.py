@@ -20,10 +20,18 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from vae_jax import config_lib
+from vae_jax import splits
 from vae_jax.errors import UserError
 
 CONFIG = "config.json"
 RESULTS = "results.json"
+STANDARDIZATION = "standardization.json"
+# Fields added to the schema since config.json files were first written,
+# whose defaults do what the runs that lack them did (a tfds dataset, all
+# classes): an older run's config.json gets them.
+ADDED_FIELDS = ("data.source", "data.path", "data.test_path",
+                "data.test_fraction", "data.split_seed", "data.label_column",
+                "data.train_classes", "data.test_classes", "data.standardize")
 # Fields a resumed run may change: they alter what is logged, evaluated or
 # how long it runs, not what a step computes. Any other difference is an
 # error.
@@ -42,8 +50,12 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
                     "a training run.")
   with open(path) as f:
     config = config_lib.from_json(f.read())
-  missing = sorted(set(config_lib.flatten(config_lib.base()))
-                   - set(config_lib.flatten(config)))
+  defaults = config_lib.flatten(config_lib.base())
+  missing = sorted(set(defaults) - set(config_lib.flatten(config)))
+  for name in [m for m in missing if m in ADDED_FIELDS]:
+    section, field = name.split(".")
+    config[section][field] = defaults[name]
+    missing.remove(name)
   if missing:
     raise UserError(
         f"Workdir {workdir} was written by an older vae_jax whose {CONFIG} "
@@ -140,3 +152,21 @@ def read_results(workdir: str) -> dict[str, Any]:
 def is_done(workdir: str) -> bool:
   """Whether the run in `workdir` finished (wrote its results)."""
   return os.path.exists(os.path.join(workdir, RESULTS))
+
+
+def write_standardization(workdir: str,
+                          standardization: splits.Standardization | None
+                          ) -> None:
+  """Saves a table's standardization (`splits.Standardization` or None)."""
+  if standardization is not None and jax.process_index() == 0:
+    with open(os.path.join(workdir, STANDARDIZATION), "w") as f:
+      f.write(standardization.to_json())
+
+
+def read_standardization(workdir: str) -> splits.Standardization | None:
+  """The run's saved `splits.Standardization`, or None if it has none."""
+  path = os.path.join(workdir, STANDARDIZATION)
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return splits.Standardization.from_json(f.read())

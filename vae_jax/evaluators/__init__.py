@@ -7,6 +7,7 @@ train loop runs each enabled evaluator at its steps and at the last step,
 the same objects. See the README, "Adding an evaluator".
 """
 
+from absl import logging
 import ml_collections
 
 from vae_jax.errors import UserError
@@ -19,7 +20,9 @@ Context = common.Context
 Output = common.Output
 
 # name -> class with __init__(entry, ctx), validate(entry, config),
-# compile(state) and run(state) -> [Output per model].
+# compile(state) and run(state) -> [Output per model], and optionally
+# applies(ctx) -> bool (default True: whether it has anything to say about
+# this data).
 REGISTRY = {
     "elbo": elbo.Evaluator,
     "nll": nll.Evaluator,
@@ -41,6 +44,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def create(ctx: Context) -> dict:
-  """The enabled evaluators of `ctx.config`, by name, in config order."""
-  return {name: REGISTRY[name](entry, ctx)
-          for name, entry in ctx.config.evals.items() if entry.enabled}
+  """The enabled evaluators of `ctx.config` that apply to its data, by name,
+  in config order."""
+  out = {}
+  for name, entry in ctx.config.evals.items():
+    cls = REGISTRY[name]
+    if not entry.enabled:
+      continue
+    if hasattr(cls, "applies") and not cls.applies(ctx):
+      logging.info("evals.%s does not apply to %s (%s data); skipped.", name,
+                   ctx.data.name, ctx.data.kind)
+      continue
+    out[name] = cls(entry, ctx)
+  return out

@@ -47,8 +47,7 @@ class Context:
 
   @functools.cached_property
   def test_set(self) -> "TestSet":
-    return TestSet(self.data.test_images, self.config.eval.batch_size,
-                   self.mesh)
+    return TestSet(self.data.test_x, self.config.eval.batch_size, self.mesh)
 
   def keys(self, purpose: str) -> jax.Array:
     """`[K]` keys of one `steps.Keys` stream, one per model, on the mesh."""
@@ -68,9 +67,9 @@ class Context:
   def about(self, **labels) -> dict[str, Any]:
     """How a number was obtained: split, examples, binarization, and more."""
     d = self.config.data
-    return {"split": d.eval_split, "num_examples": len(self.data.test_images),
+    return {**self.data.about(),
             "binarization": (f"fixed, seed {d.binarization_seed}"
-                             if d.binarization != "none" else "none"),
+                             if self.data.binarization != "none" else "none"),
             **labels}
 
 
@@ -86,9 +85,10 @@ class Output:
 class TestSet:
   """The evaluation split in padded batches, on the run's mesh.
 
-  `images` `[NB, EB, *event]` uint8 and `mask` `[NB, EB]` (1 for real
-  examples) are split over the data axis; batch i holds examples
-  [i EB, (i + 1) EB), and the last one is padded.
+  `images` `[NB, EB, *event]` (uint8 pixels, or float32 rows of a table)
+  and `mask` `[NB, EB]` (1 for real examples) are split over the data
+  axis; batch i holds examples [i EB, (i + 1) EB), and the last one is
+  padded.
   """
 
   def __init__(self, images: np.ndarray, batch_size: int,

@@ -10,6 +10,7 @@ import ml_collections
 import numpy as np
 
 from vae_jax import corruption
+from vae_jax import input_pipeline
 from vae_jax import sharding
 from vae_jax import steps
 from vae_jax import writers
@@ -27,10 +28,9 @@ class Evaluator:
     self.ctx = ctx
     self.keys = ctx.keys("images")
     model, o = ctx.model, ctx.config.objective
-    n = min(self.num_images, len(ctx.data.test_images))
+    n = min(self.num_images, len(ctx.data.test_x))
     self.x = sharding.global_array(
-        ctx.data.test_images[:n].astype(np.float32) / 255.0,
-        ctx.mesh.replicated)
+        input_pipeline.to_float(ctx.data.test_x[:n]), ctx.mesh.replicated)
     corrupt = (o.name == "ae" and o.corruption != "none")
 
     def grids(params, hparams, rng, x):
@@ -46,6 +46,11 @@ class Evaluator:
       return out
 
     self._grids = jax.jit(grids)
+
+  @staticmethod
+  def applies(ctx: common.Context) -> bool:
+    """Images of images only: a table's rows are not pictures."""
+    return ctx.data.kind == "image"
 
   @staticmethod
   def validate(entry: ml_collections.ConfigDict,
