@@ -35,5 +35,4 @@ def get_config(arg: str | None = None):
   config.evals.nll.num_samples = 1000
   if arg.runlocal:
     config_lib.runlocal(config)
-    config.training.num_epochs = 5.0
   return config

@@ -94,7 +94,7 @@ class Program:
                                 *data.event_shape))
     self.sums = {m: np.zeros(k, np.float32) for m in names}
     self.finite = self.scalar(True)
-    self.run = train.chunk_program(config, step_fn).lower(
+    self.run = train.chunk_program(config, step_fn, data.binarization).lower(
         self.state, self.images, self.n, self.scalar(0), self.sums,
         self.finite).compile()
     self.memory = self.run.memory_analysis()

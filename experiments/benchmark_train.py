@@ -159,7 +159,7 @@ def step_only(repeats: int) -> dict:
 
   # The train loop's program on a stacked [1] state, and the one-model loop
   # it runs inside, on an unstacked state (the loop before the renovation).
-  stacked = Program(train.chunk_program(config, step),
+  stacked = Program(train.chunk_program(config, step, data.binarization),
                     steps.stack([state]), (1,))
   plain = Program(jax.jit(functools.partial(
       steps.run_steps, step_fn=step, binarization=config.data.binarization,

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 from PIL import Image
 import pytest
@@ -114,6 +115,31 @@ def test_a_folder_and_an_npz_of_the_same_images_give_the_same_batches(
       d.train_shards, d.shard_indices, 16, 40, seed=3).chunk(37, 5, 5)
   np.testing.assert_array_equal(chunk(a), chunk(b))
   assert chunk(a).shape == (5, 32, 8, 8, 1)
+
+
+def test_processes_shards_make_up_the_single_process_shards():
+  config = _data(source="sklearn", name="digits", num_shards=4)
+  whole = input_pipeline.load(config)
+  parts = [input_pipeline.load(config, process_index=p, process_count=2)
+           for p in range(2)]
+  assert [p.shard_indices for p in parts] == [[0, 1], [2, 3]]
+  for i in range(4):
+    np.testing.assert_array_equal(parts[i // 2].train_shards[i % 2],
+                                  whole.train_shards[i])
+    np.testing.assert_array_equal(parts[i // 2].train_labels[i % 2],
+                                  whole.train_labels[i])
+  assert {len(x) for x in whole.train_shards} <= {359, 360}  # 1438 / 4
+
+
+def test_float_images_in_0_1_binarize_with_p_equal_to_x(tmp_path):
+  np.savez(tmp_path / "f.npz", x=np.full((400, 4, 4), 0.25, np.float32))
+  data = input_pipeline.load(_data(source="npz", path=str(tmp_path / "f.npz")))
+  assert data.kind == "image" and data.test_x.dtype == np.float32
+  assert set(np.unique(data.test_x).tolist()) == {0.0, 1.0}  # Fixed sample.
+  x = np.asarray(input_pipeline.preprocess(
+      data.train_shards[0], jax.random.key(0), "dynamic"))
+  assert set(np.unique(x).tolist()) == {0.0, 1.0}
+  assert abs(x.mean() - 0.25) < 5 * np.sqrt(0.25 * 0.75 / x.size)
 
 
 # ----------------------------------------------------------------------------

@@ -286,13 +286,8 @@ def tfds_builder(config):
     raise UserError(f"Dataset {config.name!r} has no 'image' feature; "
                     "vae_jax reads tfds image datasets (tables: "
                     "data.source=csv or npz).")
-  for split in (config.train_split, config.eval_split):
-    base = split.split("[")[0]
-    if base not in builder.info.splits:
-      raise UserError(f"Dataset {config.name!r} has no split {base!r}; it has "
-                      f"{', '.join(builder.info.splits)}.")
   if builder.is_prepared():
-    return builder
+    return _check_splits(builder, config)
   where = data_dir or "the default ~/tensorflow_datasets"
   fix = (f"point TFDS_DATA_DIR (or --config.data.data_dir) at a directory "
          f"that holds a prepared copy of {config.name!r}")
@@ -308,6 +303,15 @@ def tfds_builder(config):
     raise UserError(
         f"Dataset {config.name!r} is not prepared in {where} and could not be "
         f"downloaded ({type(e).__name__}): {fix}.") from None
+  return _check_splits(builder, config)
+
+
+def _check_splits(builder, config):
+  for split in (config.train_split, config.eval_split):
+    base = split.split("[")[0]
+    if base not in builder.info.splits:
+      raise UserError(f"Dataset {config.name!r} has no split {base!r}; it has "
+                      f"{', '.join(builder.info.splits)}.")
   return builder
 
 
