@@ -64,7 +64,9 @@ def test_readme_command_flags_and_config_are_valid(argv):
   for arg in args:
     if arg.startswith("--config."):
       key, _, value = arg[len("--config."):].partition("=")
-      overrides[key] = _value(value)
+      # As config_flags parses: by the type of the field it sets.
+      is_str = isinstance(config_lib.flatten(config_lib.base()).get(key), str)
+      overrides[key] = value if is_str else _value(value)
     elif arg.startswith("--"):
       name, _, value = arg[2:].partition("=")
       assert name in allowed, f"unknown flag --{name} in {module}"
