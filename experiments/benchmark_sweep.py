@@ -79,14 +79,14 @@ class Program:
     data = input_pipeline.load(config.data)
     model = models.create_model(config.model, data.event_shape)
     objective = objectives.create(config.objective, model)
-    per_epoch, total = train.schedule_length(config, data.num_train_examples)
+    _, total = train.schedule_length(config, data.num_train_examples)
     tx, schedule = optim.create(config.optimizer, total)
     mesh = sharding.create(1, k)
     self.state = steps.stack(train.initial_states(
         configs, model, tx, data.event_shape, mesh))
     step_fn = train.model_step(objective, tx, schedule)
     self.steps = config.training.steps_per_call
-    self.batches = train.batch_source(config, data, per_epoch, mesh)
+    self.batches = train.batch_source(config, data, mesh)
     self.scalar = functools.partial(sharding.scalar, sharding=mesh.replicated)
     self.images, self.n = self.batches(0, self.steps), self.scalar(self.steps)
     names = steps.metric_names(objective, self.state,

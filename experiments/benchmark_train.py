@@ -129,14 +129,14 @@ def step_only(repeats: int) -> dict:
   data = input_pipeline.load(config.data)
   model = models.create_model(config.model, data.event_shape)
   objective = objectives.create(config.objective, model)
-  per_epoch, total = train.schedule_length(config, data.num_train_examples)
+  _, total = train.schedule_length(config, data.num_train_examples)
   tx, schedule = optim.create(config.optimizer, total)
   mesh = sharding.create(1)
   state = train.initial_states([config], model, tx, data.event_shape,
                                mesh)[0]
   step = train.model_step(objective, tx, schedule)
   k = config.training.steps_per_call
-  images = train.batch_source(config, data, per_epoch, mesh)(0, k)
+  images = train.batch_source(config, data, mesh)(0, k)
   scalar = functools.partial(sharding.scalar, sharding=mesh.replicated)
 
   names = steps.metric_names(objective, steps.stack([state]),

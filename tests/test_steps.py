@@ -104,7 +104,8 @@ def test_hparam_and_group_fields_follow_the_objective(name):
   fields = steps.hparam_fields(config)
   assert fields == {"learning_rate": "optimizer.learning_rate",
                     **{h: f"objective.{h}" for h in objectives.HPARAMS[name]}}
-  assert steps.group_fields(config) == ("seed", *fields.values())
+  assert steps.group_fields(config) == ("seed", "data.train_classes",
+                                        *fields.values())
   assert set(objectives.hparams(config.objective)) == set(
       objectives.HPARAMS[name])
   flat = config_lib.flatten(config)

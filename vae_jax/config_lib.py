@@ -57,7 +57,11 @@ def base(kind: str = "vae") -> ml_collections.ConfigDict:
   # held-out fraction of data.path (sklearn: always held out).
   c.data.test_path = ""
   c.data.test_fraction = 0.2
-  c.data.split_seed = 0  # The held-out split.
+  c.data.split_seed = 0  # The held-out splits.
+  # A seeded fraction of the training split (all classes, before
+  # train_classes) held out from training as the validation split: the
+  # anomaly evaluator's threshold. 0: none.
+  c.data.validation_fraction = 0.0
   c.data.label_column = ""  # csv: the column of labels, if any.
   # Comma-separated class names (tfds/sklearn names, folder names, label
   # values) a split is restricted to, e.g. "3" or "0,6"; empty: all.
@@ -117,6 +121,9 @@ def base(kind: str = "vae") -> ml_collections.ConfigDict:
   c.training = ml_collections.ConfigDict()
   c.training.batch_size = 128  # Global, over all devices and hosts.
   c.training.num_epochs = 800.0
+  # > 0: the number of steps, whatever the data size (models of a group
+  # that train on their own classes need the same number); 0: num_epochs.
+  c.training.num_steps = 0
   c.training.steps_per_call = 50  # Steps fused into one device call.
   c.training.model_axis_size = 1  # Devices that split a sweep group.
   c.training.log_every_steps = 1000
@@ -139,6 +146,18 @@ def base(kind: str = "vae") -> ml_collections.ConfigDict:
       "num_samples": 5000,  # K importance samples per test example.
       # Samples scored at once: memory ~ chunk * eval.batch_size outputs.
       "chunk_size": 100,
+  })
+  # Anomaly detection (vae_jax/evaluators/anomaly.py): per-example scores,
+  # AUROC, AUPRC and FPR at 95% TPR on the test set.
+  c.evals.anomaly = ml_collections.ConfigDict({
+      "enabled": False, "every_steps": 0,
+      # Comma-separated classes that are normal; empty: data.train_classes.
+      "normal_classes": "",
+      "num_samples": 100,  # VAEs: k of the nelbo and nll scores.
+      "chunk_size": 100,
+      # The threshold's false-positive rate on the validation split's normal
+      # examples (data.validation_fraction > 0).
+      "target_fpr": 0.05,
   })
 
   c.sweep = ml_collections.ConfigDict()
@@ -230,6 +249,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if t[name] < 1:
       raise UserError(f"training.{name} must be a positive integer, got "
                       f"{t[name]}.")
+  if t.num_steps < 0:
+    raise UserError(f"training.num_steps must be >= 0 (0: from num_epochs), "
+                    f"got {t.num_steps}.")
   if t.num_epochs <= 0:
     raise UserError(f"training.num_epochs must be positive, got "
                     f"{t.num_epochs}.")

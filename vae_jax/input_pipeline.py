@@ -38,22 +38,27 @@ BINARIZATIONS = ("dynamic", "static", "none")
 class Dataset:
   """One dataset in host memory.
 
-  The training split is cut into `data.num_shards` even shards;
-  `train_shards` holds this process's shards, numbered `shard_indices`,
-  and `train_labels` their labels. With binarization "static" image shards
+  The training split is cut into `data.num_shards` even shards; each
+  `train` split (one per model of a group whose models select their own
+  training classes, else one) holds this process's shards, numbered
+  `shard_indices`, and their labels. With binarization "static" image shards
   are already binarized. `test_x` is the whole evaluation split, binarized
   with a fixed seed unless binarization is "none", so every run scores the
   same examples. `binarization` is what applies: always "none" for tables.
   """
   name: str  # the dataset, or the file or folder it came from
   kind: str  # "image" ([H, W, C] uint8 or float) or "table" ([D] float32)
-  train_shards: list[np.ndarray]  # each [N_shard, *event]
-  train_labels: list[np.ndarray] | None  # each [N_shard] int32
+  # One per model of a group with its own training classes, else one.
+  train: tuple[splits.TrainSplit, ...]
   shard_indices: list[int]
   test_x: np.ndarray  # [N_test, *event]
   test_labels: np.ndarray | None  # [N_test] int32
+  # data.validation_fraction of the training split (all classes), held out
+  # from training; None without one.
+  valid_x: np.ndarray | None
+  valid_labels: np.ndarray | None
   class_names: tuple[str, ...]  # label i is class_names[i]; () unlabeled
-  num_train_examples: int  # over all shards
+  num_train_examples: int  # the first model's, over all shards
   binarization: str
   standardization: splits.Standardization | None
   test_split: str  # how the test split was obtained
@@ -61,6 +66,15 @@ class Dataset:
   # and largest value, and whether every value is 0 or 1.
   value_range: tuple[float, float]
   is_binary: bool
+
+  @property
+  def train_shards(self) -> list[np.ndarray]:
+    """This process's training shards (of the first model's split)."""
+    return self.train[0].shards if self.train else []
+
+  @property
+  def train_labels(self) -> list[np.ndarray] | None:
+    return self.train[0].labels if self.train else None
 
   @property
   def event_shape(self) -> tuple[int, ...]:
@@ -93,6 +107,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if not 0 < config.test_fraction < 1:
     raise UserError(f"data.test_fraction must be in (0, 1), got "
                     f"{config.test_fraction}.")
+  if not 0 <= config.validation_fraction < 1:
+    raise UserError(f"data.validation_fraction must be in [0, 1), got "
+                    f"{config.validation_fraction}.")
   if config.source in ("npz", "images", "csv") and not config.path:
     raise UserError(f"data.source={config.source!r} needs data.path, the "
                     "file or folder to read.")
@@ -136,15 +153,18 @@ def _read(config: ml_collections.ConfigDict, train: bool
 
 def load(config: ml_collections.ConfigDict, *, train: bool = True,
          process_index: int = 0, process_count: int = 1,
-         standardization: splits.Standardization | None = None) -> Dataset:
+         standardization: splits.Standardization | None = None,
+         train_classes: list[str] | None = None) -> Dataset:
   """Loads the (validated) `data` section's dataset.
 
-  The training split (after `data.train_classes`) is cut into S =
-  `data.num_shards` even, contiguous shards; process p of P holds shards
-  [p S / P, (p + 1) S / P), so the global batch of every step is the same
-  whatever the number of processes. With `train` False no training example
-  of a tfds dataset is read (evaluation), and `num_train_examples` comes
-  from its metadata.
+  First `data.validation_fraction` of the training split (all classes) is
+  held out as the validation split. Then the training split (after
+  `data.train_classes`) is cut into S = `data.num_shards` even, contiguous
+  shards; process p of P holds shards [p S / P, (p + 1) S / P), so the
+  global batch of every step is the same whatever the number of processes.
+  With `train` False no training shard is made, and no training example of
+  a tfds dataset is read unless a validation split is asked for;
+  `num_train_examples` then comes from the dataset's metadata.
 
   Args:
     config: the `data` section.
@@ -152,6 +172,8 @@ def load(config: ml_collections.ConfigDict, *, train: bool = True,
     process_index, process_count: this process, of how many.
     standardization: a table's saved statistics (from the workdir); None
       fits them on the training split.
+    train_classes: one `data.train_classes` per model of a group whose
+      models train on their own classes; default `[data.train_classes]`.
 
   Raises:
     UserError: for bad data (see `sources`), an empty split, NaN or inf
@@ -162,12 +184,14 @@ def load(config: ml_collections.ConfigDict, *, train: bool = True,
     raise UserError(f"data.num_shards={config.num_shards} does not divide "
                     f"among the {process_count} processes; use a multiple of "
                     f"{process_count}.")
-  train_ex, test, num_train, test_split = _read(config, train)
-  if train_ex is not None:
-    train_ex = splits.select(train_ex, config.train_classes,
-                             "data.train_classes")
-    splits.check(train_ex, "training")
-    num_train = len(train_ex.x)
+  train_classes = train_classes or [config.train_classes]
+  train_ex, test, num_train, test_split = _read(
+      config, train or config.validation_fraction > 0)
+  valid = None
+  if train_ex is not None and config.validation_fraction > 0:
+    train_ex, valid = splits.hold_out(
+        train_ex, config.validation_fraction, [config.split_seed, 1],
+        "data.validation_fraction", "validation")
   test = splits.select(test, config.test_classes, "data.test_classes")
   splits.check(test, "test")
   if train_ex is not None and train_ex.x.shape[1:] != test.x.shape[1:]:
@@ -183,23 +207,30 @@ def load(config: ml_collections.ConfigDict, *, train: bool = True,
   if kind == "table" and config.binarization != "none":
     logging.info("data.binarization=%s does not apply to a table; its rows "
                  "are used as they are.", config.binarization)
+
   if kind == "table" and config.standardize:
+    if len(set(train_classes)) > 1:
+      raise UserError("Models that train on different classes of a "
+                      "standardized table cannot share a group (each would "
+                      "standardize with its own statistics): set "
+                      "sweep.max_group_size=1 or data.standardize=False.")
     if standardization is None:
       if train_ex is None:
         raise UserError("A table's standardization needs its training "
                         "split or its saved statistics.")
-      standardization = splits.Standardization.fit(train_ex.x)
+      standardization = splits.Standardization.fit(splits.select(
+          train_ex, train_classes[0], "data.train_classes").x)
     if standardization.mean.shape != test.x.shape[1:]:
       raise UserError(f"The saved standardization has "
                       f"{standardization.mean.shape[0]} features but "
                       f"{test.where} has {test.x.shape[1]}.")
-    test.x = standardization.apply(test.x)
-    if train_ex is not None:
-      train_ex.x = standardization.apply(train_ex.x)
+    for ex in (test, train_ex, valid):
+      if ex is not None:
+        ex.x = standardization.apply(ex.x)
   else:
     standardization = None
 
-  arrays = [test.x] + ([train_ex.x] if train_ex is not None else [])
+  arrays = [ex.x for ex in (test, train_ex, valid) if ex is not None]
   top = 255.0 if test.x.dtype == np.uint8 else 1.0
   value_range = (min(float(x.min()) for x in arrays) / top,
                  max(float(x.max()) for x in arrays) / top)
@@ -211,27 +242,27 @@ def load(config: ml_collections.ConfigDict, *, train: bool = True,
                     "[0, 1]: rescale the data, or use "
                     "data.binarization='none'.")
 
-  shards, labels, indices = [], [], []
-  if train_ex is not None:
+  parts, indices = (), []
+  if train:
     per_process = config.num_shards // process_count
     indices = list(range(process_index * per_process,
                          (process_index + 1) * per_process))
-    bounds = np.linspace(0, num_train, config.num_shards + 1).round().astype(
-        int)
-    shards = [train_ex.x[bounds[i]:bounds[i + 1]] for i in indices]
-    if train_ex.y is not None:
-      labels = [train_ex.y[bounds[i]:bounds[i + 1]] for i in indices]
+    parts = tuple(splits.shard(train_ex, c, config.num_shards, indices)
+                  for c in train_classes)
     if binarization == "static":
-      shards = [binarize(x, config.binarization_seed + 1 + i)
-                for x, i in zip(shards, indices)]
-  test_x = test.x
-  if binarization != "none":
+      parts = tuple(dataclasses.replace(p, shards=[
+          binarize(x, config.binarization_seed + 1 + i)
+          for x, i in zip(p.shards, indices)]) for p in parts)
+    num_train = parts[0].num_examples
+  test_x, valid_x = test.x, None if valid is None else valid.x
+  if binarization != "none":  # Fixed samples: every run scores the same.
     test_x = binarize(test_x, config.binarization_seed)
+    if valid_x is not None:
+      valid_x = binarize(valid_x, [config.binarization_seed, 1])
   return Dataset(
-      name=data_name(config), kind=kind, train_shards=shards,
-      train_labels=labels if train_ex is not None and train_ex.y is not None
-      else None,
-      shard_indices=indices, test_x=test_x, test_labels=test.y,
+      name=data_name(config), kind=kind, train=parts, shard_indices=indices,
+      test_x=test_x, test_labels=test.y, valid_x=valid_x,
+      valid_labels=None if valid is None else valid.y,
       class_names=test.class_names, num_train_examples=num_train,
       binarization=binarization, standardization=standardization,
       test_split=test_split, value_range=value_range, is_binary=is_binary)
@@ -274,7 +305,7 @@ def to_float(x: np.ndarray) -> np.ndarray:
   return np.asarray(x, np.float32)
 
 
-def binarize(images: np.ndarray, seed: int) -> np.ndarray:
+def binarize(images: np.ndarray, seed) -> np.ndarray:
   """A fixed Bernoulli sample of images, p = pixel / 255 (uint8, giving
   {0, 255}) or p = x (floats in [0, 1], giving {0, 1}), in x's dtype."""
   rng = np.random.default_rng(seed)

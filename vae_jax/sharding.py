@@ -22,6 +22,8 @@ class Mesh:
   replicated: jax.NamedSharding  # params of one model, scalars
   batches: jax.NamedSharding  # [S, B, ...]: B over the data axis
   models: jax.NamedSharding  # [K, ...] stacked models
+  # [S, K, B, ...]: each model's own batches, K as `models`, B over data.
+  model_batches: jax.NamedSharding
 
 
 def create(model_axis_size: int, num_models: int = 1) -> Mesh:
@@ -36,6 +38,7 @@ def create(model_axis_size: int, num_models: int = 1) -> Mesh:
   replicated = jax.NamedSharding(mesh, jax.P())
   if num_models > 1 and num_models % model_axis_size == 0:
     models = jax.NamedSharding(mesh, jax.P("model"))
+    model_batches = jax.NamedSharding(mesh, jax.P(None, "model", "data"))
     logging.info("Mesh %s: %d models split over the model axis.",
                  dict(mesh.shape), num_models)
   else:
@@ -44,9 +47,10 @@ def create(model_axis_size: int, num_models: int = 1) -> Mesh:
                       "devices: each device holds all of them.", num_models,
                       model_axis_size)
     models = replicated
+    model_batches = jax.NamedSharding(mesh, jax.P(None, None, "data"))
   return Mesh(mesh=mesh, replicated=replicated,
               batches=jax.NamedSharding(mesh, jax.P(None, "data")),
-              models=models)
+              models=models, model_batches=model_batches)
 
 
 def global_array(x: np.ndarray, sharding: jax.NamedSharding) -> jax.Array:

@@ -59,20 +59,31 @@ def parse_classes(text: str) -> list[str]:
   return [c.strip() for c in text.split(",") if c.strip()]
 
 
-def hold_out(ex: sources.Examples, fraction: float,
-              seed: int) -> tuple[sources.Examples, sources.Examples]:
-  """A seeded held-out test split: round(fraction N) examples, file order."""
+def hold_out(ex: sources.Examples, fraction: float, seed,
+             field: str = "data.test_fraction", what: str = "test"
+             ) -> tuple[sources.Examples, sources.Examples]:
+  """A seeded held-out split: (rest, round(fraction N) examples), file order.
+
+  Args:
+    ex: the examples.
+    fraction: in (0, 1).
+    seed: seeds numpy's generator (an int or a sequence of ints).
+    field, what: the config field and the split's name, for the error.
+
+  Raises:
+    UserError: when either part would be empty.
+  """
   n = len(ex.x)
-  num_test = int(round(fraction * n))
-  if num_test < 1 or num_test >= n:
-    raise UserError(f"data.test_fraction={fraction} of the {n} examples of "
-                    f"{ex.where} leaves {'no test' if num_test < 1 else 'no training'}"
-                    " example; change data.test_fraction.")
-  test = np.zeros(n, bool)
-  test[np.random.default_rng(seed).permutation(n)[:num_test]] = True
+  num_out = int(round(fraction * n))
+  if num_out < 1 or num_out >= n:
+    raise UserError(f"{field}={fraction} of the {n} examples of {ex.where} "
+                    f"leaves no {what if num_out < 1 else 'training'} "
+                    f"example; change {field}.")
+  out = np.zeros(n, bool)
+  out[np.random.default_rng(seed).permutation(n)[:num_out]] = True
   part = lambda m: sources.Examples(
       ex.x[m], None if ex.y is None else ex.y[m], ex.class_names, ex.where)
-  return part(~test), part(test)
+  return part(~out), part(out)
 
 
 def merge_classes(a: sources.Examples, b: sources.Examples) -> None:
@@ -121,3 +132,27 @@ def check(ex: sources.Examples, split: str) -> None:
                       "impute them.")
 
 
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSplit:
+  """One model's training data: this process's shards and their labels."""
+  shards: list[np.ndarray]  # each [N_shard, *event]
+  labels: list[np.ndarray] | None  # each [N_shard] int32
+  num_examples: int  # over all shards, all processes
+  classes: str  # the `data.train_classes` it was selected with
+
+
+def shard(ex: sources.Examples, classes: str, num_shards: int,
+          indices: list[int]) -> TrainSplit:
+  """The examples of `classes`, cut into `num_shards` even contiguous
+  shards; keeps shards `indices` (this process's)."""
+  ex = select(ex, classes, "data.train_classes")
+  check(ex, "training")
+  n = len(ex.x)
+  bounds = np.linspace(0, n, num_shards + 1).round().astype(int)
+  return TrainSplit(
+      shards=[ex.x[bounds[i]:bounds[i + 1]] for i in indices],
+      labels=(None if ex.y is None
+              else [ex.y[bounds[i]:bounds[i + 1]] for i in indices]),
+      num_examples=n, classes=classes)

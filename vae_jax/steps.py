@@ -77,8 +77,12 @@ def hparam_fields(config: ml_collections.ConfigDict) -> dict[str, str]:
 
 
 def group_fields(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """Config fields in which models of one vmapped group may differ."""
-  return ("seed", *hparam_fields(config).values())
+  """Config fields in which models of one vmapped group may differ.
+
+  The hyperparameters and seed, and the training classes: models that
+  train on their own classes get their own batches (`train_chunk`).
+  """
+  return ("seed", "data.train_classes", *hparam_fields(config).values())
 
 
 def hparams_of(config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
@@ -162,8 +166,9 @@ def train_step(state: TrainState, x: jax.Array, *,
                        opt_state=opt_state), metrics
 
 
-def vmap_models(step_fn):
-  """`step_fn(state, x)` over a stacked group of models sharing each batch.
+def vmap_models(step_fn, per_model_data: bool = False):
+  """`step_fn(state, x)` over a stacked group of models sharing each batch
+  `[B, ...]`, or, with `per_model_data`, each with its own (`x` `[K, B, ...]`).
 
   Each model gets the batch as its own row of a broadcast `[K, B, ...]`
   array: its layers are then batched matmuls whose kernel gradients come
@@ -173,6 +178,8 @@ def vmap_models(step_fn):
   ms per step that way on 2 CPU cores, 27 ms with the broadcast).
   """
   vmapped = jax.vmap(step_fn)
+  if per_model_data:  # x is [K, B, ...]: each model its own batch.
+    return vmapped
 
   def group_step(state, x):
     num_models = state.step.shape[0]
@@ -202,22 +209,27 @@ def map_models(fn, num_models: int, in_axes: tuple[int | None, ...]):
 def train_chunk(state: TrainState, images: jax.Array, num_steps: jax.Array,
                 first_step: jax.Array, sums: dict[str, jax.Array],
                 finite: jax.Array, *, step_fn, binarization: str,
-                data_seed: int) -> tuple[TrainState, dict[str, jax.Array],
-                                         jax.Array]:
+                data_seed: int, per_model_data: bool = False
+                ) -> tuple[TrainState, dict[str, jax.Array], jax.Array]:
   """`run_steps` on a stacked group of K models (`[K]` state and sums).
 
   `step_fn` is one model's step (`train_step` with its static arguments
   bound); it is vmapped over the group (`vmap_models`), except for K = 1,
   where the model axis is sliced off before the loop and restored after it
-  (see `map_models`): the loop is then the one-model loop.
+  (see `map_models`): the loop is then the one-model loop. With
+  `per_model_data`, `images` is `[C, K, B, ...]`: each model its own
+  batches (models that train on their own classes).
   """
-  run = functools.partial(run_steps, images=images, num_steps=num_steps,
+  run = functools.partial(run_steps, num_steps=num_steps,
                           first_step=first_step, finite=finite,
                           binarization=binarization, data_seed=data_seed)
   if state.step.shape[0] > 1:
-    return run(state, sums=sums, step_fn=vmap_models(step_fn))
-  state, sums, finite = run(index(state, 0), sums=index(sums, 0),
-                            step_fn=step_fn)
+    return run(state, images=images, sums=sums,
+               step_fn=vmap_models(step_fn, per_model_data),
+               per_model_data=per_model_data)
+  state, sums, finite = run(index(state, 0),
+                            images=images[:, 0] if per_model_data else images,
+                            sums=index(sums, 0), step_fn=step_fn)
   expand = lambda tree: jax.tree.map(lambda a: a[None], tree)
   return expand(state), expand(sums), finite
 
@@ -225,8 +237,8 @@ def train_chunk(state: TrainState, images: jax.Array, num_steps: jax.Array,
 def run_steps(state: TrainState, images: jax.Array, num_steps: jax.Array,
               first_step: jax.Array, sums: dict[str, jax.Array],
               finite: jax.Array, *, step_fn, binarization: str,
-              data_seed: int) -> tuple[TrainState, dict[str, jax.Array],
-                                       jax.Array]:
+              data_seed: int, per_model_data: bool = False
+              ) -> tuple[TrainState, dict[str, jax.Array], jax.Array]:
   """Runs up to `num_steps` <= C steps on `[C, B, ...]` batches, on device.
 
   The batch of step s is preprocessed once, with the key
@@ -242,7 +254,8 @@ def run_steps(state: TrainState, images: jax.Array, num_steps: jax.Array,
 
   Args:
     state: the state `step_fn` takes: one model's, or a stacked group's.
-    images: `[C, B, *event]` uint8 batches; the first `num_steps` are used.
+    images: `[C, B, *event]` batches (uint8 pixels, or floats), or `[C, K, B,
+      *event]` with `per_model_data`; the first `num_steps` are used.
     num_steps: `[]` int32, how many steps to run.
     first_step: `[]` int32, the step of `images[0]` (every model of a group
       is at it; passed in so a group sharded over devices needs no reduction
@@ -265,8 +278,10 @@ def run_steps(state: TrainState, images: jax.Array, num_steps: jax.Array,
 
   def body(carry):
     i, state, sums, _ = carry
-    x = input_pipeline.preprocess(
-        images[i], jax.random.fold_in(data_key, first_step + i), binarization)
+    key = jax.random.fold_in(data_key, first_step + i)
+    prep = lambda b: input_pipeline.preprocess(b, key, binarization)
+    # Each model's batch with the same key: as the model would alone.
+    x = jax.vmap(prep)(images[i]) if per_model_data else prep(images[i])
     state, metrics = step_fn(state, x)
     finite = (jnp.all(jnp.isfinite(metrics["loss"]))
               & jnp.all(jnp.isfinite(metrics["grad_norm"])))

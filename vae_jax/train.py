@@ -50,6 +50,8 @@ def schedule_length(config: ml_collections.ConfigDict,
   if per_epoch == 0:
     raise UserError(f"training.batch_size={t.batch_size} is larger than "
                     f"the {num_train_examples} training examples.")
+  if t.num_steps:
+    return per_epoch, t.num_steps
   return per_epoch, max(1, round(t.num_epochs * per_epoch))
 
 
@@ -78,11 +80,15 @@ def train_group(configs: list[ml_collections.ConfigDict],
   config = configs[0]
   t = config.training
 
-  # Data, checked before anything is written.
+  # Data, checked before anything is written. Models that train on their
+  # own classes get their own training split each.
+  classes = [c.data.train_classes for c in configs]
+  per_model_data = len(set(classes)) > 1
   data = input_pipeline.load(
       config.data, process_index=jax.process_index(),
       process_count=jax.process_count(),
-      standardization=workdir_lib.read_standardization(workdirs[0]))
+      standardization=workdir_lib.read_standardization(workdirs[0]),
+      train_classes=classes if per_model_data else None)
   input_pipeline.check_likelihood(
       data, models.resolve_likelihood(config.model, data.event_shape)[0],
       models.is_vae(config.model))
@@ -90,11 +96,26 @@ def train_group(configs: list[ml_collections.ConfigDict],
   model = models.create_model(config.model, data.event_shape)
   objective = objectives.create(config.objective, model)
   # Optimizer.
-  per_epoch, total = schedule_length(config, data.num_train_examples)
+  lengths = [schedule_length(config, split.num_examples)
+             for split in data.train]
+  if len({total for _, total in lengths}) > 1:
+    raise UserError(
+        "Models that train on their own classes share one program, so they "
+        "need the same number of steps, but data.train_classes "
+        f"{', '.join(repr(c) for c in classes)} give "
+        f"{', '.join(str(n) for _, n in lengths)} steps: set "
+        "training.num_steps.")
+  total = lengths[0][1]
   tx, schedule = optim.create(config.optimizer, total)
   # Mesh.
   mesh = sharding.create(t.model_axis_size, len(configs))
 
+  # Evaluators (they check what they need of the data: before writing).
+  evals = evaluators.create(evaluators.Context(
+      configs=list(configs), model=model, objective=objective, data=data,
+      mesh=mesh))
+
+  # The workdirs: nothing is written before this point.
   for w in workdirs:
     os.makedirs(w, exist_ok=True)
     workdir_lib.write_standardization(w, data.standardization)
@@ -121,15 +142,11 @@ def train_group(configs: list[ml_collections.ConfigDict],
   for c, w in zip(configs, workdirs):
     workdir_lib.write_config(w, c)
 
-  # Evaluators.
-  evals = evaluators.create(evaluators.Context(
-      configs=list(configs), model=model, objective=objective, data=data,
-      mesh=mesh))
-
   # The compiled chunk of steps, and the batches it reads.
   step_fn = model_step(objective, tx, schedule)
-  train_chunk = chunk_program(config, step_fn, data.binarization)
-  chunk = batch_source(config, data, per_epoch, mesh)
+  train_chunk = chunk_program(config, step_fn, data.binarization,
+                              per_model_data)
+  chunk = batch_source(config, data, mesh)
   scalar = functools.partial(sharding.scalar, sharding=mesh.replicated)
   names = steps.metric_names(objective, state,
                              (t.batch_size, *data.event_shape))
@@ -145,9 +162,14 @@ def train_group(configs: list[ml_collections.ConfigDict],
   for ev in evals.values():
     ev.compile(state)
   logging.info("Compiled in %.1f s.", time.time() - compile_start)
-  logging.info("Training %d model(s) for %d steps (%d per epoch), global "
-               "batch %d on %d device(s).", len(configs), total, per_epoch,
-               t.batch_size, jax.device_count())
+  logging.info("Training %d model(s) in one vmapped program for %d steps "
+               "(%s per epoch), global batch %d on %d device(s)%s.",
+               len(configs), total,
+               "/".join(str(p) for p, _ in lengths), t.batch_size,
+               jax.device_count(),
+               ", each model on its own classes "
+               f"({', '.join(repr(c) for c in classes)})"
+               if per_model_data else "")
 
   # The loop.
   metric_writers = [writers.MetricWriter(w, start) for w in workdirs]
@@ -248,29 +270,36 @@ def model_step(objective, tx, schedule):
 
 
 def chunk_program(config: ml_collections.ConfigDict, step_fn,
-                  binarization: str):
+                  binarization: str, per_model_data: bool = False):
   """The jitted `steps.train_chunk` of a group whose models step with
   `step_fn` (`model_step`), on data binarized as `binarization` (the
-  dataset's: "none" for tables); donates state and sums."""
+  dataset's: "none" for tables), each model on its own batches with
+  `per_model_data`; donates state and sums."""
   return jax.jit(functools.partial(
       steps.train_chunk, step_fn=step_fn, binarization=binarization,
+      per_model_data=per_model_data,
       data_seed=config.data.shuffle_seed), donate_argnums=(0, 4))
 
 
 def batch_source(config: ml_collections.ConfigDict,
-                 data: input_pipeline.Dataset, steps_per_epoch: int,
-                 mesh: sharding.Mesh):
-  """`chunk(first, n)`: the global `[C, B, ...]` uint8 batches of steps
-  [first, first + n), zero-padded to C = `training.steps_per_call`."""
+                 data: input_pipeline.Dataset, mesh: sharding.Mesh):
+  """`chunk(first, n)`: the global batches of steps [first, first + n),
+  zero-padded to C = `training.steps_per_call`: `[C, B, ...]`, or
+  `[C, K, B, ...]` when each of the K models has its own training split
+  (each with its own epochs)."""
   t = config.training
-  batches = input_pipeline.TrainBatches(
-      data.train_shards, data.shard_indices,
-      t.batch_size // config.data.num_shards, steps_per_epoch,
-      seed=config.data.shuffle_seed)
+  batches = [input_pipeline.TrainBatches(
+      split.shards, data.shard_indices, t.batch_size // config.data.num_shards,
+      schedule_length(config, split.num_examples)[0],
+      seed=config.data.shuffle_seed) for split in data.train]
 
   def chunk(first: int, n: int) -> jax.Array:
+    if len(batches) == 1:
+      return jax.make_array_from_process_local_data(
+          mesh.batches, batches[0].chunk(first, n, t.steps_per_call))
     return jax.make_array_from_process_local_data(
-        mesh.batches, batches.chunk(first, n, t.steps_per_call))
+        mesh.model_batches, np.stack(
+            [b.chunk(first, n, t.steps_per_call) for b in batches], axis=1))
 
   return chunk
 

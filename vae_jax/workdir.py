@@ -31,7 +31,9 @@ STANDARDIZATION = "standardization.json"
 # classes): an older run's config.json gets them.
 ADDED_FIELDS = ("data.source", "data.path", "data.test_path",
                 "data.test_fraction", "data.split_seed", "data.label_column",
-                "data.train_classes", "data.test_classes", "data.standardize")
+                "data.train_classes", "data.test_classes", "data.standardize",
+                "data.validation_fraction", "training.num_steps",
+                "evals.anomaly.")
 # Fields a resumed run may change: they alter what is logged, evaluated or
 # how long it runs, not what a step computes. Any other difference is an
 # error.
@@ -52,9 +54,14 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     config = config_lib.from_json(f.read())
   defaults = config_lib.flatten(config_lib.base())
   missing = sorted(set(defaults) - set(config_lib.flatten(config)))
-  for name in [m for m in missing if m in ADDED_FIELDS]:
-    section, field = name.split(".")
-    config[section][field] = defaults[name]
+  for name in [m for m in missing if m.startswith(ADDED_FIELDS)]:
+    *parents, leaf = name.split(".")
+    node = config
+    for p in parents:
+      if p not in node:
+        node[p] = ml_collections.ConfigDict()
+      node = node[p]
+    node[leaf] = defaults[name]
     missing.remove(name)
   if missing:
     raise UserError(

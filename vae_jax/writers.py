@@ -35,6 +35,14 @@ def image_grid(images: np.ndarray, num_cols: int) -> np.ndarray:
   return grid
 
 
+def figure_to_array(fig) -> np.ndarray:
+  """A matplotlib figure as an `[H, W, 3]` float image in [0, 1]; closes it."""
+  fig.canvas.draw()
+  rgba = np.asarray(fig.canvas.buffer_rgba(), np.float32)[..., :3] / 255.0
+  plt.close(fig)
+  return rgba
+
+
 def save_png(path: str, grid: np.ndarray) -> None:
   grid = np.clip(grid, 0.0, 1.0)
   if grid.shape[-1] == 1:

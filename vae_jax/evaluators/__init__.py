@@ -11,6 +11,7 @@ from absl import logging
 import ml_collections
 
 from vae_jax.errors import UserError
+from vae_jax.evaluators import anomaly
 from vae_jax.evaluators import common
 from vae_jax.evaluators import elbo
 from vae_jax.evaluators import images
@@ -27,6 +28,7 @@ REGISTRY = {
     "elbo": elbo.Evaluator,
     "nll": nll.Evaluator,
     "images": images.Evaluator,
+    "anomaly": anomaly.Evaluator,
 }
 
 
