@@ -116,8 +116,9 @@ def run(config_path: str, base: ml_collections.ConfigDict, workdir: str,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  cli.run(_main, config_flags.get_config_filename(flags.FLAGS["config"]),
-          _CONFIG.value, _WORKDIR.value)
+  # The file, less its argument (`sweep.py:runlocal`).
+  path = config_flags.get_config_filename(flags.FLAGS["config"])
+  cli.run(_main, path.split(":", 1)[0], _CONFIG.value, _WORKDIR.value)
 
 
 def _main(config_path, config, workdir):

@@ -42,8 +42,13 @@ def row_of(point_dir: str) -> dict:
   for name, field in steps.hparam_fields(config).items():
     row[name] = flat[field]
   row["seed"] = config.seed
+  if config.data.train_classes:
+    row["train_classes"] = config.data.train_classes
   for column, (evaluator, metric) in RESULT_COLUMNS.items():
     row[column] = results.get(evaluator, {}).get(metric)
+  for metric, value in results.get("anomaly", {}).items():
+    if metric.endswith("_auroc"):  # Anomaly detection, percent.
+      row[metric] = value
   return row
 
 
