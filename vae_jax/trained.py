@@ -8,6 +8,7 @@
     samples = m.sample(16, seed=0)       # E[x|z], z ~ p(z) (VAEs)
     scores = m.score(x)                  # per-example -ELBO terms, or
                                          # reconstruction error and PSNR
+    nll = m.anomaly_scores(x, "nll")     # higher = more anomalous
     results = m.evaluate()               # every evaluator, as in training
 
 Inputs are raw examples `[N, *event]`, prepared as the run prepared its data:
@@ -41,6 +42,7 @@ from vae_jax import sources
 from vae_jax import steps
 from vae_jax import workdir as workdir_lib
 from vae_jax.errors import UserError
+from vae_jax.evaluators import anomaly
 
 
 class TrainedModel:
@@ -63,6 +65,7 @@ class TrainedModel:
         functools.partial(model.apply, method="reconstruct"))
     self._score = jax.jit(functools.partial(steps.eval_step,
                                             objective=self._objective))
+    self._anomaly = {}  # num_samples -> jitted `anomaly.scores_of`
     self._sample = jax.jit(functools.partial(model.apply,
                                              method="sample_prior"),
                            static_argnums=2)
@@ -139,6 +142,49 @@ class TrainedModel:
     metrics = self._score(self.params, self._hparams, self._inputs(x),
                           jax.random.key(seed))
     return {k: np.asarray(v) for k, v in metrics.items()}
+
+  def anomaly_scores(self, x, score: str | None = None,
+                     num_samples: int | None = None
+                     ) -> np.ndarray | dict[str, np.ndarray]:
+    """Per-example anomaly scores, higher = more anomalous (`[N]` each).
+
+    The scores of the `anomaly` evaluator (`evaluators.anomaly`): recon and
+    mse (every model), nelbo, nll and latent (VAEs), the same numbers for
+    the same examples: importance sample j of example n (its index in x) is
+    drawn from `fold_in(fold_in(Keys.importance, n), j)`.
+
+    Args:
+      x: examples, as for the other methods.
+      score: one score's name; None for all of them, as a dict.
+      num_samples: K of nelbo and nll; default `evals.anomaly.num_samples`.
+
+    Raises:
+      UserError: a score this model does not have.
+    """
+    names = anomaly.VAE_SCORES if self.is_vae else anomaly.AE_SCORES
+    if score is not None and score not in names:
+      raise UserError(f"Unknown anomaly score {score!r}; this model has "
+                      f"{', '.join(names)}.")
+    entry = self.config.evals.anomaly
+    num = num_samples or entry.num_samples
+    fn = self._anomaly.get(num)
+    if fn is None:
+      fn = self._anomaly[num] = jax.jit(functools.partial(
+          anomaly.scores_of, self.model, is_vae=self.is_vae,
+          num_samples=num, chunk_size=min(entry.chunk_size, num)))
+    x = self._inputs(x)
+    rng = steps.Keys.from_seed(self.config.seed).importance
+    size = self.config.eval.batch_size
+    out = []
+    for start in range(0, len(x), size):  # Padded: one compiled shape.
+      batch = x[start:start + size]
+      padded = jnp.zeros((size, *batch.shape[1:]), batch.dtype).at[
+          :len(batch)].set(batch)
+      scores = fn(self.params, padded, rng, jnp.int32(start))
+      out.append({name: np.asarray(v)[:len(batch)]
+                  for name, v in scores.items()})
+    scores = {name: np.concatenate([o[name] for o in out]) for name in names}
+    return scores if score is None else scores[score]
 
   def evaluate(self) -> dict[str, evaluators.Output]:
     """Runs every enabled evaluator of the config, as training does.
