@@ -345,6 +345,10 @@ def summary_line(name: str, metrics: dict[str, float]) -> str:
   if "nelbo" in metrics:
     return (f"-ELBO {metrics['nelbo']:.3f} nats "
             f"({metrics['bits_per_dim']:.4f} bits/dim)")
+  aurocs = {k[:-len("_auroc")]: v for k, v in metrics.items()
+            if k.endswith("_auroc")}
+  if aurocs:
+    return "AUROC (%) " + ", ".join(f"{k} {v:.2f}" for k, v in aurocs.items())
   if "psnr" in metrics:
     line = (f"reconstruction {metrics['recon']:.3f} nats, "
             f"PSNR {metrics['psnr']:.2f} dB")
