@@ -40,8 +40,6 @@ def get_config(arg: str | None = None):
   config.sweep.max_group_size = 10  # All ten digits in one program.
   if arg.runlocal:
     config_lib.runlocal(config)
-    config.training.num_steps = 60
-    config.evals.anomaly.num_samples = 10
   return config
 
 

@@ -185,6 +185,8 @@ def runlocal(config: ml_collections.ConfigDict) -> None:
   Config files call it last, after their own settings.
   """
   config.training.num_epochs = 0.2
+  if config.training.num_steps:
+    config.training.num_steps = min(config.training.num_steps, 60)
   config.training.steps_per_call = 10
   config.training.log_every_steps = 20
   config.training.checkpoint_every_steps = 50
@@ -192,6 +194,7 @@ def runlocal(config: ml_collections.ConfigDict) -> None:
   for name in ("elbo", "images"):
     config.evals[name].every_steps = 50
   config.evals.nll.num_samples = min(config.evals.nll.num_samples, 100)
+  config.evals.anomaly.num_samples = min(config.evals.anomaly.num_samples, 10)
 
 
 def parse_arg(arg: str | None, **spec) -> ml_collections.ConfigDict:

@@ -25,7 +25,9 @@ Figures: ROC curves and score histograms (normal vs anomalous).
 """
 
 import functools
+import time
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
@@ -182,6 +184,7 @@ class Evaluator:
 
   def run(self, state: steps.TrainState) -> list[common.Output]:
     outputs = []
+    start = time.time()
     for i in range(self.ctx.num_models):
       params = self.ctx.select(state.params, i)
       rng = self.ctx.select(self.keys, i)
@@ -189,6 +192,12 @@ class Evaluator:
       valid = (self._scores(params, rng, self.valid)
                if self.valid is not None else None)
       outputs.append(self._report(i, test, valid))
+      if self.ctx.num_models > 1:
+        elapsed = time.time() - start
+        logging.info("Anomaly scores (k=%d): model %d/%d  %.1f s  ETA %s",
+                     self.num_samples, i + 1, self.ctx.num_models, elapsed,
+                     writers.format_eta(
+                         elapsed / (i + 1) * (self.ctx.num_models - i - 1)))
     return outputs
 
   def _report(self, i: int, test: dict[str, np.ndarray],
