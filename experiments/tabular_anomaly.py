@@ -32,6 +32,7 @@ sys.path.insert(0, REPO)
 from vae_jax import cli  # pylint: disable=g-import-not-at-top
 from vae_jax import config_lib  # pylint: disable=g-import-not-at-top
 from vae_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+from vae_jax import errors  # pylint: disable=g-import-not-at-top
 from vae_jax import train  # pylint: disable=g-import-not-at-top
 from vae_jax.evaluators import anomaly  # pylint: disable=g-import-not-at-top
 
@@ -84,6 +85,13 @@ def main(argv):
 
 
 def experiment():
+  try:
+    import pyod  # pylint: disable=g-import-not-at-top,unused-import
+    import torch  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError as e:
+    raise errors.UserError(
+        f"{e.name} is not installed: this benchmark needs the bench extra, "
+        '.venv/bin/pip install -e ".[bench]".') from None
   start = time.time()
   aurocs, fit_s, score_s = {}, {}, {}
   for seed in range(_SEEDS.value):
