@@ -187,6 +187,16 @@ def test_kl_to_std_normal_hand_values():
   np.testing.assert_allclose(kl, [0.5, 0.5 * (math.e - 2.0)], rtol=1e-6)
 
 
+def test_kl_to_std_normal_is_finite_wherever_it_fits_in_float32():
+  # exp(89) overflows float32 (max 3.4e38), but 0.5 (e^89 - 1 - 89) =
+  # 2.2e38 does not; from log_var = 89.5 the KL itself overflows.
+  log_var = jnp.array([-80.0, 0.5, 60.0, 88.0, 89.0, 89.4], jnp.float32)
+  kl = np.asarray(losses.kl_to_std_normal(jnp.zeros(6), log_var))
+  v = np.asarray(log_var, np.float64)
+  np.testing.assert_allclose(kl, 0.5 * (np.exp(v) - 1.0 - v), rtol=1e-5)
+  assert np.isinf(losses.kl_to_std_normal(jnp.zeros(1), jnp.full(1, 89.5)))
+
+
 def _mc_kl(key, mean, log_var, num_samples):
   """Monte Carlo KL(q || N(0, I)) over the last axis: (estimate, std error)."""
   z = losses.reparameterize(key, mean, log_var, num_samples)
