@@ -86,7 +86,7 @@ def main(argv):
 
 def experiment():
   try:
-    import pyod  # pylint: disable=g-import-not-at-top,unused-import
+    import pyod  # pylint: disable=g-import-not-at-top
     import torch  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError as e:
     raise errors.UserError(
@@ -125,7 +125,6 @@ def experiment():
     logging.info("Seed %d done (%d training rows, %d test rows, %d "
                  "anomalous).", seed, len(x_train), len(data.test_x),
                  int(is_anomaly.sum()))
-  import pyod  # pylint: disable=g-import-not-at-top
   device = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
   out = {
       "protocol": "breast_cancer (scikit-learn): benign normal, malignant "

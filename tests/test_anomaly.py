@@ -5,7 +5,6 @@ one vmapped group, each on its own digit, and the 1s model again alone; an
 autoencoder pair shows the evaluator on an AE.
 """
 
-import json
 import os
 
 import jax

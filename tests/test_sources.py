@@ -6,7 +6,6 @@ and as a folder of PNGs in class subfolders, and breast_cancer (569 rows,
 offline; MNIST from tensorflow-datasets for class selection at scale.
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -24,7 +23,6 @@ from vae_jax import splits
 from vae_jax import train
 from vae_jax import trained
 from vae_jax import workdir as workdir_lib
-from vae_jax.errors import UserError
 
 
 @pytest.fixture(scope="module")

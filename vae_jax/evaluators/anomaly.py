@@ -37,7 +37,6 @@ import numpy as np
 from vae_jax import importance
 from vae_jax import input_pipeline
 from vae_jax import losses
-from vae_jax import models
 from vae_jax import sharding
 from vae_jax import splits
 from vae_jax import steps
