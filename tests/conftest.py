@@ -17,7 +17,8 @@ SMALL = {
     "optimizer.warmup_steps": 100,
     "training.num_epochs": 0.2,
     "training.steps_per_call": 10,
-    "training.log_every_steps": 10,
+    # Not a divisor of the checkpoint interval: resumes start mid-window.
+    "training.log_every_steps": 15,
     "training.checkpoint_every_steps": 20,
     "evals.elbo.every_steps": 30,
     "evals.images.every_steps": 30,

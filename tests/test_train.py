@@ -13,6 +13,8 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import chex
@@ -22,7 +24,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import popen_cli, run_cli, small_config
+from conftest import DEFAULT_CONFIG, REPO, SMALL, cli_args, popen_cli, run_cli, small_config
 from vae_jax import config_lib
 from vae_jax import sources
 from vae_jax import steps
@@ -151,7 +153,7 @@ def test_trains_on_mnist_and_writes_outputs(trained_small):
   assert e["nelbo"] == pytest.approx(e["recon"] + e["kl"], rel=1e-6)
   assert e["bits_per_dim"] == pytest.approx(e["nelbo"] / (784 * np.log(2)))
   train_rows = [r for r in rows if "train/loss" in r]
-  assert [r["step"] for r in train_rows] == [*range(10, 91, 10), 94]
+  assert [r["step"] for r in train_rows] == [*range(15, 91, 15), 94]
   assert all(r["train/img_per_sec"] > 0 for r in train_rows)
   # The importance-sampled NLL runs at the last step only (every_steps 0).
   assert [r["step"] for r in rows if "nll/nll" in r] == [94]
@@ -207,7 +209,9 @@ def _has_lines(workdir, n):
 
 
 def test_sigkill_and_resume_is_bit_identical(trained_small, tmp_path):
-  """Killed and resumed on the command line == trained uninterrupted."""
+  """Killed and resumed on the command line == trained uninterrupted: the
+  state, and every line of metrics.jsonl (logs every 15 steps, checkpoints
+  every 20: a resume starts inside a logging window)."""
   reference = trained_small.workdir
   ref_step, ref_state = _final_state(reference)
 
@@ -215,7 +219,7 @@ def test_sigkill_and_resume_is_bit_identical(trained_small, tmp_path):
   # (after lines were logged past the last checkpoint).
   resumed = str(tmp_path / "resumed")
   _run_until_killed(resumed, _has_checkpoint(resumed, 20))
-  _run_until_killed(resumed, _has_lines(resumed, 9))
+  _run_until_killed(resumed, _has_lines(resumed, 5))
   assert not workdir_lib.is_done(resumed)
   done = run_cli(resumed)
   assert done.returncode == 0, done.stderr[-2000:]
@@ -231,14 +235,50 @@ def test_sigkill_and_resume_is_bit_identical(trained_small, tmp_path):
   assert _results(resumed) == _results(reference)
 
 
+def test_damaged_newest_checkpoint_falls_back_to_an_intact_one(
+    trained_small, tmp_path):
+  """Truncated files in the newest checkpoint: training warns with its step,
+  sets it aside, resumes from the one before and ends as uninterrupted."""
+  workdir = _copy(trained_small.workdir, tmp_path)
+  _truncate_newest_checkpoint(workdir)  # Step 94; 80 is intact.
+  out = run_cli(workdir)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert re.search(r"checkpoint at step 94 .* is damaged", out.stderr)
+  assert "Resumed from the checkpoint at step 80" in out.stderr
+  assert os.path.isdir(os.path.join(workdir, "damaged_checkpoints", "94"))
+  chex.assert_trees_all_equal(_final_state(workdir)[1],
+                              _final_state(trained_small.workdir)[1])
+  assert _results(workdir) == _results(trained_small.workdir)
+
+
+def test_a_second_process_on_a_workdir_is_refused(trained_small, tmp_path):
+  workdir = _copy(trained_small.workdir, tmp_path)
+  fd = os.open(workdir, os.O_RDONLY)  # What a live run holds.
+  fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  try:
+    line = _one_error_line(run_cli(workdir))
+  finally:
+    os.close(fd)
+  assert "is in use by another vae_jax process" in line
+  # A run killed with SIGKILL leaves nothing that blocks the next one.
+  killed = str(tmp_path / "killed")
+  _run_until_killed(killed, _has_checkpoint(killed, 20))
+  with workdir_lib.locked(killed):
+    pass
+
+
 def test_incompatible_workdir_is_refused(trained_small, tmp_path):
   workdir = _copy(trained_small.workdir, tmp_path)
   with pytest.raises(UserError, match="model.latent_dim"):
     train.train_and_evaluate(small_config(**{"model.latent_dim": 4}), workdir)
-  # Longer training of the same model is a compatible change.
+  # The run's length sets every step's learning rate: fixed at the start.
+  with pytest.raises(UserError, match=r"training.num_epochs \(0.2 -> 0.25\)"):
+    train.train_and_evaluate(
+        _quick_eval(**{"training.num_epochs": 0.25}), workdir)
+  # What is logged and evaluated may change.
   train.train_and_evaluate(
-      _quick_eval(**{"training.num_epochs": 0.25}), workdir)
-  assert _results(workdir)["step"] == 117  # round(0.25 * 468)
+      _quick_eval(**{"training.log_every_steps": 7}), workdir)
+  assert _results(workdir)["step"] == 94
 
 
 def test_divergence_stops_with_step_and_keeps_good_checkpoints(tmp_path):
@@ -320,22 +360,164 @@ def _one_error_line(out):
   return lines[0]
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"data.name": "no_such_dataset"}, "Unknown dataset 'no_such_dataset'"),
-    ({"model.latent_dim": 0}, "model.latent_dim must be a positive integer"),
-    ({"training.batch_size": -8}, "training.batch_size must be a positive"),
-    ({"optimizer.name": "adagrad"}, "Unknown optimizer.name 'adagrad'"),
-    ({"model.likelihood": "poisson"}, "Unknown model.likelihood 'poisson'"),
-])
-def test_bad_input_is_one_sentence_and_exit_2(tmp_path, overrides, message):
-  assert message in _one_error_line(run_cli(str(tmp_path), overrides))
+def _tree_bytes(path):
+  """{relative path: bytes} of everything under `path` (None: absent)."""
+  if not os.path.exists(path):
+    return None
+  if not os.path.isdir(path):
+    with open(path, "rb") as f:
+      return f.read()
+  out = {}
+  for root, dirs, files in os.walk(path):
+    for name in dirs + files:
+      full = os.path.join(root, name)
+      rel = os.path.relpath(full, path)
+      if os.path.isdir(full):
+        out[rel] = "dir"
+      else:
+        with open(full, "rb") as f:
+          out[rel] = f.read()
+  return out
 
 
-def test_eval_mode_on_a_missing_workdir(tmp_path):
-  missing = tmp_path / "missing"
-  line = _one_error_line(run_cli(str(missing), mode="eval"))
-  assert f"Workdir {missing} does not exist" in line
-  assert os.listdir(tmp_path) == []  # Nothing created.
+def _truncate_newest_checkpoint(workdir):
+  newest = os.path.join(workdir, "checkpoints",
+                        str(max(workdir_lib.checkpoint_steps(workdir))))
+  for root, _, files in os.walk(newest):
+    for name in files:
+      os.truncate(os.path.join(root, name), 0)
+
+
+def _write(path, text):
+  with open(path, "w") as f:
+    f.write(text)
+
+
+# Each case: (id, workdir set-up, command-line arguments, the sentence's
+# expected part). Set-ups: "new" (a path that does not exist), "trained" (a
+# copy of trained_small), or a function of (trained copy, tmp_path) that
+# damages it and returns the workdir. Arguments are added to the default
+# config with SMALL's overrides; "@CONFIG" replaces the --config flag.
+_SWEEP = "vae_jax.sweep"
+BAD_INPUTS = [
+    # Config loading.
+    ("missing config file", "new", ["@CONFIG=/no/such/config.py"],
+     "Config file /no/such/config.py does not exist"),
+    ("config syntax error", "new", ["@CONFIG={tmp}/bad.py"],
+     "has a syntax error on line 1"),
+    ("config get_config fails", "new", ["@CONFIG={tmp}/raises.py"],
+     "failed in get_config: ZeroDivisionError"),
+    ("override of a field that does not exist", "new",
+     ["--config.model.latent_dimm=3"],
+     "has no field model.latent_dimm (did you mean model.latent_dim?)"),
+    ("override of a section that does not exist", "new",
+     ["--config.foo.bar=3"], "has no field foo.bar"),
+    ("override of a whole section", "new", ["--config.model=3"],
+     "--config.model"),
+    ("override value of the wrong type", "new",
+     ["--config.model.latent_dim=abc"], "latent_dim=abc"),
+    ("unknown config argument", "new", ["@CONFIG={default}:bogus"],
+     "Unknown config argument 'bogus'"),
+    ("unknown flag", "new", ["--workdirr=3"],
+     "Unknown command line flag 'workdirr'"),
+    ("unknown mode", "new", ["--mode=fit"], "--mode"),
+    # Values, checked whether or not their part runs.
+    ("negative importance samples", "new",
+     ["--config.evals.nll.num_samples=-5"],
+     "evals.nll.num_samples must be a positive integer, got -5"),
+    ("zero importance chunk", "new", ["--config.evals.nll.chunk_size=0"],
+     "evals.nll.chunk_size must be a positive integer"),
+    ("zero chunk of a disabled evaluator", "new",
+     ["--config.evals.anomaly.chunk_size=0"],
+     "evals.anomaly.chunk_size must be a positive integer"),
+    ("no checkpoints kept", "new", ["--config.training.checkpoints_to_keep=0"],
+     "training.checkpoints_to_keep must be a positive integer"),
+    ("zero shards", "new", ["--config.data.num_shards=0"],
+     "data.num_shards must be a positive integer"),
+    ("NaN learning rate", "new", ["--config.optimizer.learning_rate=nan"],
+     "optimizer.learning_rate must be a finite number"),
+    ("negative epochs", "new", ["--config.training.num_epochs=-1"],
+     "training.num_epochs must be positive"),
+    ("negative beta", "new", ["--config.objective.beta=-1"],
+     "objective.beta must be non-negative"),
+    ("Adam b1 of 1", "new", ["--config.optimizer.b1=1.0"],
+     "optimizer.b1 must be in [0, 1)"),
+    ("negative seed", "new", ["--config.seed=-1"],
+     "seed must be an integer >= 0"),
+    ("zero eval batch", "new", ["--config.eval.batch_size=0"],
+     "eval.batch_size must be a positive integer"),
+    ("test fraction above 1", "new", ["--config.data.test_fraction=1.5"],
+     "data.test_fraction must be in (0, 1)"),
+    ("negative batch", "new", ["--config.training.batch_size=-8"],
+     "training.batch_size must be a positive"),
+    ("unknown optimizer", "new", ["--config.optimizer.name=adagrad"],
+     "Unknown optimizer.name 'adagrad'"),
+    ("unknown likelihood", "new", ["--config.model.likelihood=poisson"],
+     "Unknown model.likelihood 'poisson'"),
+    ("zero latent units", "new", ["--config.model.latent_dim=0"],
+     "model.latent_dim must be a positive integer"),
+    # Data.
+    ("unknown dataset", "new", ["--config.data.name=no_such_dataset"],
+     "Unknown dataset 'no_such_dataset'"),
+    ("npz without a path", "new", ["--config.data.source=npz"],
+     "needs data.path"),
+    ("npz file that does not exist", "new",
+     ["--config.data.source=npz", "--config.data.path=/no/such.npz"],
+     "/no/such.npz"),
+    # The workdir.
+    ("workdir is a file", lambda w, tmp: _write(tmp / "afile", "x") or str(
+        tmp / "afile"), [], "is a file, not a directory"),
+    ("workdir cannot be written", lambda w, tmp: "/proc/vae_jax_test/w", [],
+     "cannot be"),
+    ("truncated config.json", lambda w, tmp: _write(
+        os.path.join(w, "config.json"), '{"data": {') or w, [],
+     "config.json of workdir"),
+    ("truncated config.json, eval", lambda w, tmp: _write(
+        os.path.join(w, "config.json"), "") or w, ["--mode=eval"],
+     "config.json of workdir"),
+    ("damaged newest checkpoint, eval",
+     lambda w, tmp: _truncate_newest_checkpoint(w) or w, ["--mode=eval"],
+     "The checkpoint at step 94"),
+    ("epochs changed on resume", "trained",
+     ["--config.training.num_epochs=0.25"], "training.num_epochs"),
+    ("model changed on resume", "trained", ["--config.model.latent_dim=4"],
+     "model.latent_dim"),
+    ("eval of a missing workdir", "new", ["--mode=eval"], "does not exist"),
+    # The sweep runner shares the boundary.
+    ("sweep: field that does not exist", "new",
+     [_SWEEP, "--config.model.latent_dimm=3"], "has no field"),
+    ("sweep: missing config file", "new",
+     [_SWEEP, "@CONFIG=/no/such/sweep.py"], "does not exist"),
+]
+
+
+@pytest.mark.parametrize("name, setup, args, expected", BAD_INPUTS,
+                         ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_is_one_sentence_exit_2_nothing_changed(
+    trained_small, tmp_path, name, setup, args, expected):
+  del name
+  _write(tmp_path / "bad.py", "def get_config(:\n")
+  _write(tmp_path / "raises.py", "def get_config(arg=None):\n  return 1 / 0\n")
+  if setup == "new":
+    workdir = str(tmp_path / "new")
+  else:
+    workdir = _copy(trained_small.workdir, tmp_path)
+    if callable(setup):
+      workdir = setup(workdir, tmp_path)
+  module = args[0] if args[:1] == [_SWEEP] else "vae_jax.main"
+  args = [a.format(tmp=tmp_path, default=DEFAULT_CONFIG)
+          for a in args if a != _SWEEP]
+  config = next((a[len("@CONFIG="):] for a in args
+                 if a.startswith("@CONFIG=")), DEFAULT_CONFIG)
+  cmd = [sys.executable, "-m", module, f"--config={config}",
+         f"--workdir={workdir}", *cli_args(SMALL),
+         *(a for a in args if not a.startswith("@CONFIG="))]
+  before = _tree_bytes(workdir)
+  out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                       check=False)
+  assert expected in _one_error_line(out)
+  assert "Traceback" not in out.stdout
+  assert _tree_bytes(workdir) == before
 
 
 def test_missing_data_offline_says_where_to_point(tmp_path):

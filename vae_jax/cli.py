@@ -1,5 +1,6 @@
 """What every vae_jax command line shares: quiet logs, one-sentence errors."""
 
+import difflib
 import logging as std_logging
 import os
 import sys
@@ -53,6 +54,12 @@ def _quiet_orbax(record) -> bool:
           or "/orbax/" not in record.pathname)
 
 
+def fail(message: str) -> None:
+  """Ends the program with one `vae_jax: message` line, exit status 2."""
+  print(f"vae_jax: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
 def run(fn: Callable[..., Any], *args, **kwargs) -> Any:
   """Runs `fn`; a UserError becomes one `vae_jax: ...` line and exit 2."""
   logging.get_absl_handler().addFilter(_quiet_orbax)
@@ -61,5 +68,73 @@ def run(fn: Callable[..., Any], *args, **kwargs) -> Any:
     return fn(*args, **kwargs)
   except UserError as e:
     logging.error("%s", e)
-    print(f"vae_jax: {e}", file=sys.stderr)
-    sys.exit(2)
+    fail(str(e))
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """The `flags_parser` of every vae_jax `app.run`: parses the command line
+  and loads the config file, turning any failure (a missing or broken
+  config file, an override of a field that does not exist, a bad flag
+  value) into one `vae_jax:` sentence and exit status 2.
+
+  Returns:
+    The arguments that are not flags (as absl's default parser).
+  """
+  try:
+    rest = flags.FLAGS(argv)
+    if "config" in flags.FLAGS and flags.FLAGS["config"].present:
+      # A file that failed to load gives a stand-in that raises on use.
+      _ = flags.FLAGS["config"].value.keys()
+    return rest
+  except SystemExit:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    fail(config_error(argv, e))
+
+
+def config_error(argv: list[str], error: Exception) -> str:
+  """One sentence for a command line whose flags or config failed to load.
+
+  Diagnoses in order: the config file (missing, syntax error, its
+  `get_config` failing), each `--config.a.b=v` override (a field or section
+  that does not exist, with the nearest name), then `error` itself.
+  """
+  # pylint: disable=g-import-not-at-top
+  from vae_jax import config_lib
+  # pylint: enable=g-import-not-at-top
+  paths = [a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")]
+  overrides = [a[len("--config."):].split("=", 1)[0] for a in argv[1:]
+               if a.startswith("--config.")]
+  if paths:
+    path, _, arg = paths[-1].partition(":")
+    if not os.path.isfile(path):
+      return f"Config file {path} does not exist."
+    try:
+      with open(path) as f:
+        compile(f.read(), path, "exec")
+    except SyntaxError as e:
+      return (f"Config file {path} has a syntax error on line {e.lineno}: "
+              f"{e.msg}.")
+    try:
+      config = config_lib.load_module(path).get_config(arg or None)
+    except UserError as e:
+      return str(e)
+    except Exception as e:  # pylint: disable=broad-except
+      return (f"Config file {path} failed in get_config: "
+              f"{type(e).__name__}: {_first_line(e)}.")
+    fields = config_lib.flatten(config)
+    sections = {k.rsplit(".", 1)[0] for k in fields}
+    for name in overrides:
+      if name not in fields and name not in sections:
+        near = difflib.get_close_matches(name, list(fields), n=1)
+        return (f"--config.{name}: the config {path} has no field {name}"
+                + (f" (did you mean {near[0]}?)." if near else "."))
+  message = _first_line(error).rstrip(" .?")
+  return message + "."
+
+
+def _first_line(error: Exception) -> str:
+  text = str(error).strip()
+  if isinstance(error, UserError) or "vae_jax.errors.UserError: " in text:
+    text = text.rsplit("vae_jax.errors.UserError: ", 1)[-1]
+  return text.splitlines()[0] if text else type(error).__name__

@@ -20,6 +20,7 @@ a run (`train.train_group`, `train.evaluate`), before any data is loaded.
 
 import importlib.util
 import json
+import math
 import os
 import types
 from typing import Any
@@ -234,11 +235,57 @@ def parse_arg(arg: str | None, **spec) -> ml_collections.ConfigDict:
 # Validation: once per run, before any data.
 
 
+# The domain of every numeric field, by its name (the last part of its dotted
+# name, so an evaluator's `num_samples` and the objective's share one), as
+# (test, what the test says). Checked for every field of a config, enabled
+# evaluators or not, before anything else.
+_POSITIVE_INT = (lambda v: v >= 1, "a positive integer")
+_COUNT = (lambda v: v >= 0, "an integer >= 0")
+_POSITIVE = (lambda v: v > 0, "positive")
+_NON_NEGATIVE = (lambda v: v >= 0, "non-negative")
+_OPEN_UNIT = (lambda v: 0 < v < 1, "in (0, 1)")
+_HALF_OPEN_UNIT = (lambda v: 0 <= v < 1, "in [0, 1)")
+DOMAINS = {
+    **dict.fromkeys(("batch_size", "num_samples", "chunk_size", "num_images",
+                     "max_group_size", "latent_dim", "num_shards",
+                     "steps_per_call", "checkpoints_to_keep",
+                     "model_axis_size"), _POSITIVE_INT),
+    **dict.fromkeys(("seed", "split_seed", "shuffle_seed", "binarization_seed",
+                     "every_steps", "warmup_steps", "kl_warmup_steps",
+                     "num_steps", "log_every_steps", "checkpoint_every_steps"),
+                    _COUNT),
+    **dict.fromkeys(("learning_rate", "eps", "gaussian_scale", "min_scale",
+                     "num_epochs"), _POSITIVE),
+    **dict.fromkeys(("beta", "free_bits", "l1_weight", "sparsity_weight",
+                     "noise_level", "weight_decay", "grad_clip_norm"),
+                    _NON_NEGATIVE),
+    **dict.fromkeys(("sparsity_target", "target_fpr", "test_fraction"),
+                    _OPEN_UNIT),
+    **dict.fromkeys(("validation_fraction", "b1", "b2", "momentum"),
+                    _HALF_OPEN_UNIT),
+    "end_learning_rate_fraction": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+}
+
+
+def check_domains(config: ml_collections.ConfigDict) -> None:
+  """Raises UserError for the first numeric field outside its `DOMAINS`
+  entry, or not finite."""
+  for name, value in flatten(config).items():
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      continue
+    if not math.isfinite(value):
+      raise UserError(f"{name} must be a finite number, got {value}.")
+    test, what = DOMAINS.get(name.rsplit(".", 1)[-1], (None, None))
+    if test is not None and not test(value):
+      raise UserError(f"{name} must be {what}, got {value}.")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Every check that needs no data; raises UserError on the first problem.
 
-  Covers every section (each module checks its own) and what depends on the
-  devices: the global batches must split over the data axis of the mesh.
+  Covers every field's domain (`DOMAINS`), every section (each module checks
+  its own) and what depends on the devices: the global batches must split
+  over the data axis of the mesh.
   """
   # pylint: disable=g-import-not-at-top
   from vae_jax import evaluators
@@ -247,6 +294,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   from vae_jax import objectives
   from vae_jax import optim
   # pylint: enable=g-import-not-at-top
+  check_domains(config)
   t = config.training
   for name in ("batch_size", "steps_per_call", "checkpoints_to_keep"):
     if t[name] < 1:
@@ -267,11 +315,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   n = jax.device_count() // t.model_axis_size
   where = f"the {n} devices" + (" of the data axis"
                                 if t.model_axis_size > 1 else "")
-  for name, size in (("training.batch_size", t.batch_size),
-                     ("eval.batch_size", config.eval.batch_size)):
-    if size % n:
-      raise UserError(f"{name}={size} does not divide across {where}; use a "
-                      f"multiple of {n}.")
+  # (Evaluation batches are padded to the devices: `evaluators.TestSet`.)
+  if t.batch_size % n:
+    raise UserError(f"training.batch_size={t.batch_size} does not divide "
+                    f"across {where}; use a multiple of {n}.")
   input_pipeline.validate_config(config.data)
   if t.batch_size % config.data.num_shards:
     raise UserError(f"training.batch_size={t.batch_size} does not divide "

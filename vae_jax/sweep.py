@@ -135,4 +135,4 @@ def _main(config_path, config, workdir):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

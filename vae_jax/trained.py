@@ -241,7 +241,7 @@ def load(workdir: str, step: int | None = None,
   model = models.create_model(config.model, data.event_shape)
   like = jax.eval_shape(lambda: models.init_params(
       model, jax.random.key(0), data.event_shape))
-  params = workdir_lib.restore(workdir_lib.checkpoint_manager(workdir), step,
+  params = workdir_lib.restore_checked(workdir_lib.checkpoint_manager(workdir), step,
                                like, params_only=True)
   mesh = sharding.create(config.training.model_axis_size)
   return TrainedModel(config, model, params, step, data, mesh)

@@ -10,9 +10,15 @@ Only process 0 writes config.json and results.json; every process writes its
 part of the checkpoints, to a workdir on a shared file system.
 """
 
+import contextlib
+import fcntl
 import json
 import os
+import shutil
+import tempfile
 from typing import Any
+
+from absl import logging
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +30,7 @@ from vae_jax import splits
 from vae_jax.errors import UserError
 
 CONFIG = "config.json"
+WINDOWS = "train_windows.json"
 RESULTS = "results.json"
 STANDARDIZATION = "standardization.json"
 # Fields added to the schema since config.json files were first written,
@@ -35,13 +42,64 @@ ADDED_FIELDS = ("data.source", "data.path", "data.test_path",
                 "data.validation_fraction", "training.num_steps",
                 "evals.anomaly.")
 # Fields a resumed run may change: they alter what is logged, evaluated or
-# how long it runs, not what a step computes. Any other difference is an
-# error.
+# where data is read from, not what any step computes. Any other difference
+# is an error: the length of a run (training.num_epochs, num_steps) sets the
+# learning-rate schedule of every step, so it is fixed when the run starts.
 RESUMABLE_CHANGES = ("eval.", "evals.", "sweep.", "training.log_every_steps",
                      "training.checkpoint_every_steps",
                      "training.checkpoints_to_keep", "training.steps_per_call",
-                     "training.num_epochs", "training.model_axis_size",
-                     "data.data_dir", "data.download")
+                     "training.model_axis_size", "data.data_dir",
+                     "data.download")
+DAMAGED = "damaged_checkpoints"
+
+
+def check_writable(workdir: str) -> None:
+  """Raises UserError if `workdir` cannot be a run's directory: it names a
+  file, or it (or the nearest existing folder above it) cannot be written.
+  Creates nothing that outlives the call."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f"Workdir {workdir} is a file, not a directory: give a "
+                    "new or existing directory.")
+  existing = os.path.abspath(workdir)
+  while not os.path.isdir(existing):
+    parent = os.path.dirname(existing)
+    if os.path.exists(existing) or parent == existing:
+      raise UserError(f"Workdir {workdir} cannot be created: {existing} is "
+                      "not a directory.")
+    existing = parent
+  try:  # A real write: permissions alone miss read-only file systems.
+    with tempfile.TemporaryFile(dir=existing):
+      pass
+  except OSError as e:
+    raise UserError(f"Workdir {workdir} cannot be written ({existing}: "
+                    f"{e.strerror}).") from None
+
+
+@contextlib.contextmanager
+def locked(workdir: str):
+  """Holds `workdir`'s lock while the block runs (process 0 only).
+
+  An advisory `flock` on the directory itself (no file is written): the
+  kernel releases it when the process ends in any way, SIGKILL included, so
+  nothing stale can block a later run.
+
+  Raises:
+    UserError: another live process holds it.
+  """
+  if jax.process_index() != 0:
+    yield
+    return
+  fd = os.open(workdir, os.O_RDONLY)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise UserError(f"Workdir {workdir} is in use by another vae_jax "
+                      "process: wait for it to end, or use another "
+                      "--workdir.") from None
+    yield
+  finally:
+    os.close(fd)  # Releases the lock.
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -50,8 +108,13 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.isfile(path):
     raise UserError(f"Workdir {workdir} has no {CONFIG}: give the workdir of "
                     "a training run.")
-  with open(path) as f:
-    config = config_lib.from_json(f.read())
+  try:
+    with open(path) as f:
+      config = config_lib.from_json(f.read())
+  except (ValueError, UnicodeDecodeError) as e:
+    raise UserError(f"The {CONFIG} of workdir {workdir} is damaged "
+                    f"({type(e).__name__} at {str(e)[:60]}): restore it, or "
+                    "use a new --workdir.") from None
   defaults = config_lib.flatten(config_lib.base())
   missing = sorted(set(defaults) - set(config_lib.flatten(config)))
   for name in [m for m in missing if m.startswith(ADDED_FIELDS)]:
@@ -140,9 +203,73 @@ def restore(manager: ocp.CheckpointManager, step: int, like: Any, *,
   return jax.tree.map(lambda a, e: jnp.asarray(a, e.dtype), params, like)
 
 
+class DamagedCheckpoint(UserError):
+  """A checkpoint that cannot be read (truncated or partly written)."""
+
+
+def restore_checked(manager: ocp.CheckpointManager, step: int, like: Any, *,
+                    params_only: bool = False) -> Any:
+  """`restore`, with any failure to read the files a `DamagedCheckpoint`
+  that names the step (a mismatch with the model stays a UserError)."""
+  try:
+    return restore(manager, step, like, params_only=params_only)
+  except UserError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    others = [s for s in manager.all_steps() if s != step]
+    raise DamagedCheckpoint(
+        f"The checkpoint at step {step} in {manager.directory} is damaged "
+        f"and cannot be read ({type(e).__name__}); other steps saved: "
+        f"{sorted(others) or 'none'}.") from None
+
+
+def set_aside(manager: ocp.CheckpointManager, workdir: str, step: int) -> str:
+  """Moves a damaged checkpoint out of the way (to `workdir/DAMAGED/step`),
+  kept for inspection, so that training can save that step again."""
+  src = os.path.join(os.fspath(manager.directory), str(step))
+  dst = os.path.join(workdir, DAMAGED, str(step))
+  os.makedirs(os.path.dirname(dst), exist_ok=True)
+  if os.path.exists(dst):
+    shutil.rmtree(dst)
+  shutil.move(src, dst)
+  manager.reload()
+  return dst
+
+
 def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
   """Saves one model's (unstacked) train state at `step`, asynchronously."""
   manager.save(step, args=ocp.args.StandardSave(state))
+
+
+def write_window(workdir: str, step: int, window_step: int,
+                 sums: dict[str, Any]) -> None:
+  """Records the training-metric window open at the checkpoint of `step`:
+  the step of the last log and the metrics' float32 sums since then. Written
+  before the checkpoint is saved; entries of steps no longer saved are
+  dropped."""
+  if jax.process_index() != 0:
+    return
+  path = os.path.join(workdir, WINDOWS)
+  kept = set(map(str, checkpoint_steps(workdir)))
+  windows = {k: v for k, v in _read_windows(path).items() if k in kept}
+  windows[str(step)] = {"window_step": int(window_step),
+                        "sums": {k: float(v) for k, v in sums.items()}}
+  with open(path + ".tmp", "w") as f:
+    json.dump(windows, f)
+  os.replace(path + ".tmp", path)
+
+
+def read_window(workdir: str, step: int) -> dict[str, Any] | None:
+  """The window `write_window` recorded at `step`, or None."""
+  return _read_windows(os.path.join(workdir, WINDOWS)).get(str(step))
+
+
+def _read_windows(path: str) -> dict[str, Any]:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return {}
 
 
 def write_results(workdir: str, results: dict[str, Any]) -> None:

@@ -88,12 +88,15 @@ class TestSet:
   `images` `[NB, EB, *event]` (uint8 pixels, or float32 rows of a table)
   and `mask` `[NB, EB]` (1 for real examples) are split over the data
   axis; batch i holds examples [i EB, (i + 1) EB), and the last one is
-  padded.
+  padded. EB is `batch_size` rounded up to a multiple of the data axis's
+  devices, so any `eval.batch_size` runs on any number of devices.
   """
 
   def __init__(self, images: np.ndarray, batch_size: int,
                mesh: sharding.Mesh):
     self.num_examples = len(images)
+    devices = mesh.mesh.shape["data"]
+    batch_size = -(-batch_size // devices) * devices
     batches, mask = input_pipeline.eval_batches(images, batch_size)
     self.num_batches, self.batch_size = mask.shape
     self.images = sharding.global_array(batches, mesh.batches)
