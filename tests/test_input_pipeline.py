@@ -247,3 +247,49 @@ def test_dynamic_binarize_is_exact_at_the_extremes_and_keyed():
   assert np.all(a[pixels == 0] == 0) and np.all(a[pixels == 255] == 1)
   mid = a[pixels == 128]  # 19,200 draws with p = 128/255.
   assert abs(mid.mean() - 128 / 255) < 5 * np.sqrt(0.25 / mid.size)
+
+
+def test_dequantize_keeps_each_pixel_in_its_bin():
+  x = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(50, 0)
+  y = input_pipeline.dequantize(x, 0)
+  assert y.dtype == np.float32
+  assert np.all(np.floor(y * 256) == x)  # y in [x / 256, (x + 1) / 256).
+  np.testing.assert_array_equal(y, input_pipeline.dequantize(x, 0))
+  # u ~ U[0, 1): its mean over the 12,800 pixels is 1/2.
+  assert abs(np.mean(y * 256 - x) - 0.5) < 0.01
+  on_device = input_pipeline.preprocess(jnp.asarray(x), jax.random.key(0),
+                                        "dequantize")
+  assert np.all(np.floor(np.asarray(on_device) * 256) == x)
+
+
+def _dataset(binarization, is_binary=False, num_dims=784):
+  return input_pipeline.Dataset(
+      name="d", kind="image", train=(), shard_indices=[],
+      test_x=np.zeros((1, num_dims, 1, 1), np.uint8), test_labels=None,
+      valid_x=None, valid_labels=None, class_names=(), num_train_examples=0,
+      binarization=binarization, standardization=None, test_split="test",
+      value_range=(0.0, 1.0), is_binary=is_binary)
+
+
+def test_bits_per_dim_only_where_nats_are_code_lengths():
+  nats = 784 * math.log(2) * 0.25  # 0.25 bits per dimension.
+  assert _dataset("dynamic").bits_per_dim(nats, "bernoulli") == (
+      pytest.approx(0.25))
+  assert _dataset("none", is_binary=True).bits_per_dim(
+      nats, "bernoulli") == pytest.approx(0.25)
+  # A density of y = (x + u) / 256 on [0, 1)^D: + log2(256) = 8 bits for
+  # the 8-bit x (Theis et al. 2016).
+  assert _dataset("dequantize").bits_per_dim(nats, "gaussian") == (
+      pytest.approx(8.25))
+  # A density of x / 255, or a Gaussian on binary values: no bits.
+  assert _dataset("none").bits_per_dim(nats, "gaussian") is None
+  assert _dataset("dynamic").bits_per_dim(nats, "gaussian") is None
+  assert "no bits/dim" in _dataset("none").units("gaussian")
+  assert "+ 8" in _dataset("dequantize").units("gaussian")
+
+
+def test_a_bernoulli_vae_on_dequantized_pixels_is_refused():
+  data = _dataset("dequantize")
+  with pytest.raises(UserError, match="binary data"):
+    input_pipeline.check_likelihood(data, "bernoulli", is_vae=True)
+  input_pipeline.check_likelihood(data, "gaussian", is_vae=True)

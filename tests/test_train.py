@@ -221,9 +221,13 @@ def test_sigkill_and_resume_is_bit_identical(trained_small, tmp_path):
   _run_until_killed(resumed, _has_checkpoint(resumed, 20))
   _run_until_killed(resumed, _has_lines(resumed, 5))
   assert not workdir_lib.is_done(resumed)
-  done = run_cli(resumed)
+  done = run_cli(resumed, env={"JAX_LOG_COMPILES": "1"})
   assert done.returncode == 0, done.stderr[-2000:]
   assert "Resumed from the checkpoint at step" in done.stderr
+  # Everything compiled before the first step: nothing at checkpoints or
+  # evaluations.
+  loop = done.stderr[done.stderr.index("Training 1 model(s)"):]
+  assert "Compiling " not in loop, re.findall(r"Compiling \S+", loop)
 
   step, state = _final_state(resumed)
   assert step == ref_step
@@ -339,6 +343,21 @@ def test_validation_runs_once_per_run(trained_small, tmp_path):
   with _counting(config_lib, "validate", []) as calls:
     train.evaluate(_quick_eval(), workdir)
   assert len(calls) == 1
+
+
+def test_python_api_refuses_inputs_outside_the_support(trained_small):
+  m = trained.load(trained_small.workdir)
+  x = m.test_images(8)  # Binary floats: the fixed binarized test set.
+  scored = m.score(x)["nelbo"]
+  with pytest.raises(UserError, match=r"span \[-1, 1\]"):
+    m.score(x * 2 - 1)
+  with pytest.raises(UserError, match="x / 255"):
+    m.score(x * 255)
+  with pytest.raises(UserError, match="gray values"):
+    m.score(x * 0.5)
+  # uint8 pixels work, binarized as the test set was: the same numbers.
+  raw = sources.read_tfds(sources.tfds_builder(m.config.data), "test").x[:8]
+  np.testing.assert_allclose(m.score(raw)["nelbo"], scored, rtol=1e-6)
 
 
 def test_eval_mode_never_loads_the_training_set(trained_small, tmp_path):
@@ -525,6 +544,19 @@ def test_missing_data_offline_says_where_to_point(tmp_path):
                 {"data.data_dir": str(tmp_path / "empty"),
                  "data.download": False})
   assert "point TFDS_DATA_DIR" in _one_error_line(out)
+
+
+@pytest.mark.skipif(sources._online(), reason="needs a machine offline")
+def test_download_offline_fails_fast_and_leaves_nothing(tmp_path):
+  data_dir = tmp_path / "tfds"
+  data_dir.mkdir()
+  start = time.time()
+  out = run_cli(str(tmp_path / "w"), {"data.name": "fashion_mnist",
+                                      "data.data_dir": str(data_dir)})
+  assert "cannot reach" in _one_error_line(out)
+  assert time.time() - start < 60  # TFDS's own retries took 213 s.
+  assert not os.path.exists(tmp_path / "w")
+  assert [p for p in data_dir.rglob("*") if p.is_file()] == []
 
 
 def test_batch_must_divide_across_devices(tmp_path):

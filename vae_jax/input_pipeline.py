@@ -31,7 +31,13 @@ from vae_jax import sources
 from vae_jax import splits
 from vae_jax.errors import UserError
 
-BINARIZATIONS = ("dynamic", "static", "none")
+# How pixels become model inputs (`data.binarization`): a Bernoulli sample
+# with p = pixel / 255, fresh each step ("dynamic") or fixed ("static");
+# uniform dequantization of 8-bit pixels, y = (x + u) / 256 with u ~ U[0, 1)
+# fresh each step ("dequantize": for continuous likelihoods, whose density
+# of y then bounds the 8-bit data's bits, Theis et al. 2016); or x / 255
+# ("none"). The test set gets one fixed sample, seeded by binarization_seed.
+BINARIZATIONS = ("dynamic", "static", "dequantize", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +85,39 @@ class Dataset:
   @property
   def event_shape(self) -> tuple[int, ...]:
     return tuple(self.test_x.shape[1:])
+
+  def bits_per_dim(self, nats: float, likelihood: str) -> float | None:
+    """Nats per example as bits per dimension of the data, or None where
+    they would not be bits of the data.
+
+    Binary inputs under a Bernoulli likelihood: nats / (D ln 2).
+    Dequantized 8-bit pixels under a continuous likelihood (a density of
+    y = (x + u) / 256 on [0, 1)^D): nats / (D ln 2) + 8, the convention of
+    the literature for 8-bit images (Theis et al. 2016: -log2 of the
+    density of 256 y, which bounds the bits of the discrete x). Anything
+    else (a density of pixels / 255, or of table rows) is not a number of
+    bits of the data: None.
+    """
+    bits = nats / (self.num_dims * np.log(2.0))
+    if likelihood == "bernoulli" and (
+        self.binarization in ("dynamic", "static") or self.is_binary):
+      return float(bits)
+    if likelihood != "bernoulli" and self.binarization == "dequantize":
+      return float(bits + 8.0)
+    return None
+
+  def units(self, likelihood: str, name: str = "nelbo") -> str:
+    """How `name`'s nats and bits/dim are to be read (results' labels)."""
+    if self.bits_per_dim(0.0, likelihood) is None:
+      return (f"{name}: nats per example of a density of the inputs as "
+              "given (pixels / 255 or standardized rows); no bits/dim: not "
+              "a code length of the data")
+    if likelihood == "bernoulli":
+      return (f"{name}: nats per example; bits_per_dim = {name} / (D ln 2) "
+              "of the binary data")
+    return (f"{name}: nats per example of the density of the dequantized "
+            "inputs (x + u) / 256; bits_per_dim = nats / (D ln 2) + 8, bits "
+            "of the 8-bit data")
 
   @property
   def num_dims(self) -> int:
@@ -235,6 +274,10 @@ def load(config: ml_collections.ConfigDict, *, train: bool = True,
   value_range = (min(float(x.min()) for x in arrays) / top,
                  max(float(x.max()) for x in arrays) / top)
   is_binary = all(np.all((x == 0) | (x == top)) for x in arrays)
+  if binarization == "dequantize" and test.x.dtype != np.uint8:
+    raise UserError(f"data.binarization='dequantize' needs 8-bit pixels "
+                    f"(uint8), but {data_name(config)} holds "
+                    f"{test.x.dtype} values: use data.binarization='none'.")
   if binarization != "none" and not 0 <= value_range[0] <= value_range[1] <= 1:
     raise UserError(f"data.binarization={binarization!r} draws pixels with "
                     f"p = x, but {data_name(config)} spans "
@@ -256,9 +299,10 @@ def load(config: ml_collections.ConfigDict, *, train: bool = True,
     num_train = parts[0].num_examples
   test_x, valid_x = test.x, None if valid is None else valid.x
   if binarization != "none":  # Fixed samples: every run scores the same.
-    test_x = binarize(test_x, config.binarization_seed)
+    fix = dequantize if binarization == "dequantize" else binarize
+    test_x = fix(test_x, config.binarization_seed)
     if valid_x is not None:
-      valid_x = binarize(valid_x, [config.binarization_seed, 1])
+      valid_x = fix(valid_x, [config.binarization_seed, 1])
   return Dataset(
       name=data_name(config), kind=kind, train=parts, shard_indices=indices,
       test_x=test_x, test_labels=test.y, valid_x=valid_x,
@@ -290,7 +334,8 @@ def check_likelihood(data: Dataset, likelihood: str, is_vae: bool) -> None:
         f"model.likelihood='bernoulli' needs data in [0, 1], but {data.name} "
         f"spans [{lo:.4g}, {hi:.4g}]; use model.likelihood='gaussian' (or "
         "'auto').")
-  if is_vae and data.binarization == "none" and not data.is_binary:
+  if is_vae and data.binarization in ("none", "dequantize") and (
+      not data.is_binary or data.binarization == "dequantize"):
     raise UserError(
         f"A VAE's Bernoulli likelihood needs binary data, but {data.name} "
         "has values strictly between 0 and 1 and data.binarization='none', "
@@ -313,6 +358,23 @@ def binarize(images: np.ndarray, seed) -> np.ndarray:
   on = rng.random(images.shape, dtype=np.float32) < probs
   top = np.uint8(255) if images.dtype == np.uint8 else np.float32(1)
   return np.where(on, top, images.dtype.type(0)).astype(images.dtype)
+
+
+def dequantize(images: np.ndarray, seed) -> np.ndarray:
+  """A fixed uniform dequantization of uint8 images: float32
+  y = (x + u) / 256, u ~ U[0, 1) on a grid of 2^-16 (exact in float32)
+  (Theis, van den Oord and Bethge 2016).
+  A density p(y) on [0, 1)^D gives the 8-bit data at most
+  -log2 p(y) / D + 8 bits per dimension (`bits_per_dim`)."""
+  u = np.random.default_rng(seed).random(images.shape, np.float32)
+  return (images.astype(np.float32) + _on_grid(u)) / 256.0
+
+
+def _on_grid(u):
+  # u rounded down to a multiple of 2^-16: x + u and (x + u) / 256 are then
+  # exact in float32, so y stays in x's bin [x / 256, (x + 1) / 256).
+  return jnp.floor(u * 65536.0) / 65536.0 if isinstance(u, jax.Array) else (
+      np.floor(u * np.float32(65536.0)) / np.float32(65536.0))
 
 
 def dynamic_binarize(images: jax.Array, rng: jax.Array) -> jax.Array:
@@ -355,6 +417,9 @@ def preprocess(images: jax.Array, rng: jax.Array,
     return images.astype(jnp.float32)
   if binarization == "dynamic":
     return dynamic_binarize(images, rng)
+  if binarization == "dequantize":
+    u = _on_grid(jax.random.uniform(rng, images.shape, jnp.float32))
+    return (images.astype(jnp.float32) + u) / 256.0
   return images.astype(jnp.float32) / 255.0
 
 

@@ -22,6 +22,8 @@ Every error a user's data can cause is a `UserError` naming the file.
 import csv
 import dataclasses
 import os
+import shutil
+import socket
 
 import numpy as np
 
@@ -294,16 +296,44 @@ def tfds_builder(config):
   if not config.download:
     raise UserError(f"Dataset {config.name!r} is not prepared in {where} and "
                     f"data.download is off: {fix}.")
-  logging.info("Dataset %s is not in %s: downloading it (offline, TFDS "
-               "gives up after its retries, about 4 minutes; to skip them, "
-               "%s).", config.name, where, fix)
+  if not _online():
+    raise UserError(f"Dataset {config.name!r} is not prepared in {where} and "
+                    f"this machine cannot reach {_TFDS_HOST} to download it: "
+                    f"{fix}.")
+  logging.info("Dataset %s is not in %s: downloading it.", config.name, where)
+  root = data_dir or os.path.expanduser("~/tensorflow_datasets")
+  before = _entries(root, config.name)
   try:
     builder.download_and_prepare()
   except Exception as e:  # pylint: disable=broad-except
+    for path in _entries(root, config.name) - before:  # Partial files.
+      shutil.rmtree(path, ignore_errors=True)
     raise UserError(
         f"Dataset {config.name!r} is not prepared in {where} and could not be "
         f"downloaded ({type(e).__name__}): {fix}.") from None
   return _check_splits(builder, config)
+
+
+# TFDS downloads through its Google Cloud Storage mirror first.
+_TFDS_HOST = "storage.googleapis.com"
+
+
+def _online(timeout: float = 5.0) -> bool:
+  """Whether TFDS's download host answers within `timeout` seconds."""
+  try:
+    socket.create_connection((_TFDS_HOST, 443), timeout=timeout).close()
+    return True
+  except OSError:
+    return False
+
+
+def _entries(root: str, name: str) -> set[str]:
+  """The files and folders a download of `name` writes into (two levels)."""
+  out = set()
+  for top in (os.path.join(root, "downloads"), os.path.join(root, name)):
+    if os.path.isdir(top):
+      out.update(os.path.join(top, e) for e in os.listdir(top))
+  return out
 
 
 def _check_splits(builder, config):

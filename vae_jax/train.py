@@ -97,9 +97,10 @@ def train_group(configs: list[ml_collections.ConfigDict],
         process_count=jax.process_count(),
         standardization=workdir_lib.read_standardization(workdirs[0]),
         train_classes=classes if per_model_data else None)
-    input_pipeline.check_likelihood(
-        data, models.resolve_likelihood(config.model, data.event_shape)[0],
-        models.is_vae(config.model))
+    likelihood = models.resolve_likelihood(config.model,
+                                           data.event_shape)[0]
+    input_pipeline.check_likelihood(data, likelihood,
+                                    models.is_vae(config.model))
     # Model and objective.
     model = models.create_model(config.model, data.event_shape)
     objective = objectives.create(config.objective, model)
@@ -186,6 +187,9 @@ def train_group(configs: list[ml_collections.ConfigDict],
                                     zero_sums(), scalar(True)).compile()
     for ev in evals.values():
       ev.compile(state)
+    # And what a checkpoint runs: the finiteness check, each model's slice.
+    jax.block_until_ready((_all_finite(state.params),
+                           [steps.index(state, i) for i in range(len(configs))]))
     logging.info("Compiled in %.1f s.", time.time() - compile_start)
     logging.info("Training %d model(s) in one vmapped program for %d steps "
                  "(%s per epoch), global batch %d on %d device(s)%s.",
@@ -243,9 +247,10 @@ def train_group(configs: list[ml_collections.ConfigDict],
           host = sharding.to_host(sums)
           for i, w in enumerate(metric_writers):
             means = {f"train/{k}": float(v[i]) / window for k, v in host.items()}
-            if "train/nelbo" in means:
-              means["train/bits_per_dim"] = float(
-                  means["train/nelbo"] / (data.num_dims * np.log(2.0)))
+            bits = (data.bits_per_dim(means["train/nelbo"], likelihood)
+                    if "train/nelbo" in means else None)
+            if bits is not None:
+              means["train/bits_per_dim"] = bits
             w.write_scalars(step, {**means, "train/img_per_sec": img_per_sec})
           logging.info("step %d/%d (%.0f%%) loss %.3f  %.0f img/s  ETA %s",
                        step, total, 100 * step / total,
@@ -377,18 +382,19 @@ def results(config: ml_collections.ConfigDict, step: int,
 
 def summary_line(name: str, metrics: dict[str, float]) -> str:
   """An evaluator's headline numbers, for the log."""
+  bits = lambda name: (f" ({metrics[name]:.4f} bits/dim)"
+                        if name in metrics else "")
   if "nll" in metrics:
     return (f"IS-NLL {metrics['nll']:.3f} +- {metrics['nll_stderr']:.3f} "
-            f"nats ({metrics['nll_bits_per_dim']:.4f} bits/dim)")
+            f"nats{bits('nll_bits_per_dim')}")
   if "nelbo" in metrics:
-    return (f"-ELBO {metrics['nelbo']:.3f} nats "
-            f"({metrics['bits_per_dim']:.4f} bits/dim)")
+    return f"-ELBO {metrics['nelbo']:.3f} nats{bits('bits_per_dim')}"
   aurocs = {k[:-len("_auroc")]: v for k, v in metrics.items()
             if k.endswith("_auroc")}
   if aurocs:
     return "AUROC (%) " + ", ".join(f"{k} {v:.2f}" for k, v in aurocs.items())
   if "psnr" in metrics:
-    line = (f"reconstruction {metrics['recon']:.3f} nats, "
+    line = (f"reconstruction loss {metrics['recon']:.3f}, "
             f"PSNR {metrics['psnr']:.2f} dB")
     if "psnr_input" in metrics:
       line += f" (corrupted input {metrics['psnr_input']:.2f} dB)"

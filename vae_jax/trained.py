@@ -11,11 +11,12 @@
     nll = m.anomaly_scores(x, "nll")     # higher = more anomalous
     results = m.evaluate()               # every evaluator, as in training
 
-Inputs are raw examples `[N, *event]`, prepared as the run prepared its data:
-uint8 pixels are scaled to [0, 1] and float images used as given (binarize
-them first to score a binarized-data model the way its test set is scored;
-`test_images` does this); a table's rows are standardized with the run's
-saved statistics. Any input may also be the path of a file or folder of the
+Inputs are raw examples `[N, *event]`, prepared as the run prepared its test
+data: uint8 pixels get the test set's fixed binarization (or dequantization)
+where the run had one, else are scaled to [0, 1]; float images are used as
+given and must lie in the model's support (pixels in [0, 1]; binary for a
+Bernoulli VAE), else UserError; a table's rows are standardized with the
+run's saved statistics. Any input may also be the path of a file or folder of the
 kinds training reads (`.npz`/`.npy`, a folder of images, a `.csv`; labels
 are dropped). Every method is
 jit-compiled once per input shape; all but `decode` (a `models.Likelihood`
@@ -56,6 +57,8 @@ class TrainedModel:
     self.data = data
     self.event_shape = tuple(data.event_shape)
     self.is_vae = models.is_vae(config.model)
+    self._likelihood = models.resolve_likelihood(config.model,
+                                                 self.event_shape)[0]
     self._mesh = mesh
     self._objective = objectives.create(config.objective, model)
     self._hparams = steps.hparams_of(config)
@@ -79,9 +82,32 @@ class TrainedModel:
     if x.shape[1:] != self.event_shape:
       shape = ", ".join(map(str, self.event_shape))
       raise UserError(f"Expected inputs [N, {shape}], got {list(x.shape)}.")
-    if self.data.standardization is not None:
-      x = self.data.standardization.apply(x)
-    return jnp.asarray(input_pipeline.to_float(x))
+    if self.data.kind == "table":
+      if self.data.standardization is not None:
+        x = self.data.standardization.apply(x)
+      return jnp.asarray(input_pipeline.to_float(x))
+    seed = self.config.data.binarization_seed
+    if x.dtype == np.uint8:  # Prepared as the test set was.
+      if self.data.binarization in ("dynamic", "static"):
+        x = input_pipeline.binarize(x, seed)
+      elif self.data.binarization == "dequantize":
+        x = input_pipeline.dequantize(x, seed)
+      return jnp.asarray(input_pipeline.to_float(x))
+    x = x.astype(np.float32)
+    lo, hi = (float(np.min(x)), float(np.max(x))) if x.size else (0., 0.)
+    if not (np.isfinite(lo) and np.isfinite(hi) and 0 <= lo <= hi <= 1):
+      raise UserError(
+          f"Inputs are pixels in [0, 1] (floats) or 0..255 (uint8), as the "
+          f"run's data, but these floats span [{lo:.4g}, {hi:.4g}]: rescale "
+          "them (x / 255 for 8-bit values).")
+    binary = self.is_vae and self._likelihood == "bernoulli"
+    if binary and not np.all((x == 0) | (x == 1)):
+      raise UserError(
+          "This VAE's Bernoulli likelihood is a distribution of binary "
+          "pixels, but the inputs hold gray values: pass uint8 pixels "
+          "(binarized as the test set is) or binarize them first "
+          "(input_pipeline.binarize).")
+    return jnp.asarray(x)
 
   def test_images(self, n: int | None = None) -> np.ndarray:
     """The first n test examples, ready for the other methods.

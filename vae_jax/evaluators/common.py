@@ -16,7 +16,6 @@ import ml_collections
 import numpy as np
 
 from vae_jax import input_pipeline
-from vae_jax import losses
 from vae_jax import models
 from vae_jax import objectives
 from vae_jax import sharding
@@ -48,6 +47,21 @@ class Context:
   @functools.cached_property
   def test_set(self) -> "TestSet":
     return TestSet(self.data.test_x, self.config.eval.batch_size, self.mesh)
+
+  @property
+  def likelihood(self) -> str:
+    """The decoder's likelihood ("bernoulli" or "gaussian"), resolved."""
+    return models.resolve_likelihood(self.config.model,
+                                     self.data.event_shape)[0]
+
+  def bits_per_dim(self, nats: float) -> float | None:
+    """`input_pipeline.Dataset.bits_per_dim` under this model's likelihood:
+    None where nats are no code length of the data."""
+    return self.data.bits_per_dim(nats, self.likelihood)
+
+  def units(self, name: str) -> str:
+    """How `name`'s nats and bits/dim read (`Dataset.units`)."""
+    return self.data.units(self.likelihood, name)
 
   def keys(self, purpose: str) -> jax.Array:
     """`[K]` keys of one `steps.Keys` stream, one per model, on the mesh."""
@@ -117,7 +131,4 @@ def masked_mean(sums: np.ndarray, num_examples: int) -> float:
   return float(np.sum(np.asarray(sums, np.float64))) / num_examples
 
 
-def bits_per_dim(nats: float, num_dims: int) -> float:
-  """nats per example -> bits per dimension: nats / (D log 2)."""
-  return float(losses.bits_per_dim(nats, num_dims))
 

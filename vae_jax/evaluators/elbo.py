@@ -73,17 +73,19 @@ class Evaluator:
       metrics = {k: common.masked_mean(v[i], test.num_examples)
                  for k, v in sums.items()}
       if "nelbo" in metrics:
-        metrics["bits_per_dim"] = common.bits_per_dim(
-            metrics["nelbo"], self.ctx.data.num_dims)
+        bits = self.ctx.bits_per_dim(metrics["nelbo"])
+        if bits is not None:
+          metrics["bits_per_dim"] = bits
         about = self.ctx.about(
             estimator="single-sample Monte Carlo -ELBO (closed-form KL), "
                       "mean over the test set",
-            units="nats per example; bits_per_dim = nelbo / (D ln 2)",
-            num_latent_samples=1)
+            units=self.ctx.units("nelbo"), num_latent_samples=1)
       else:
         about = self.ctx.about(
             estimator="mean over the test set of the objective's terms",
-            units="recon: nats per example of the decoder's likelihood; "
-                  "mse: squared error per example; psnr: dB")
+            units="recon: the reconstruction loss per example (the "
+                  "decoder's -log p(x|code) used as a loss, e.g. "
+                  "cross-entropy: not a likelihood of the data); mse: "
+                  "squared error per example, pixels in [0, 1]; psnr: dB")
       outputs.append(common.Output(metrics=metrics, about=about))
     return outputs

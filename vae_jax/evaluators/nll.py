@@ -85,15 +85,16 @@ class Evaluator:
         last_log = now
     stacked = {k: np.stack([o[k] for o in outputs]) for k in outputs[0]}
     metrics = importance.summarize(stacked, test.host_mask)
-    metrics["nll_bits_per_dim"] = common.bits_per_dim(
-        metrics["nll"], self.ctx.data.num_dims)
+    bits = self.ctx.bits_per_dim(metrics["nll"])
+    if bits is not None:
+      metrics["nll_bits_per_dim"] = bits
     return common.Output(metrics=metrics, about=self.ctx.about(
         estimator=f"importance sampling, k={self.num_samples} samples from "
                   "q(z|x) per example (Burda et al. 2015): a stochastic "
                   "lower bound on log p(x); nelbo_k is -ELBO from the same "
                   "samples (Monte Carlo KL)",
-        units="nats per example (nll_stderr: std over examples / sqrt(N)); "
-              "nll_bits_per_dim = nll / (D ln 2)",
+        units=self.ctx.units("nll") + " (nll_stderr: std over examples / "
+              "sqrt(N))",
         num_samples=self.num_samples, chunk_size=self.chunk_size,
         active_unit_threshold=importance.ACTIVE_UNIT_THRESHOLD,
         device=f"{jax.device_count()} x {jax.devices()[0].device_kind}"))
