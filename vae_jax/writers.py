@@ -8,6 +8,7 @@ import json
 import os
 from typing import Any
 
+from absl import logging
 import jax
 import matplotlib
 import numpy as np
@@ -69,12 +70,18 @@ class MetricWriter:
     self.enabled = jax.process_index() == 0
     if not self.enabled:
       return
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    self._tf = tf
     os.makedirs(os.path.join(workdir, "images"), exist_ok=True)
     self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
     truncate_jsonl(self.jsonl_path, resume_step)
-    self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tb"))
+    try:  # TensorBoard event files are written through TensorFlow.
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    except ImportError:
+      logging.warning("TensorFlow is not installed: no TensorBoard events; "
+                      "metrics.jsonl and images/ hold everything.")
+      self._tf = self._tb = None
+    else:
+      self._tf = tf
+      self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tb"))
 
   def write_scalars(self, step: int, scalars: dict[str, Any]) -> None:
     if not self.enabled:
@@ -82,24 +89,26 @@ class MetricWriter:
     scalars = {k: float(v) for k, v in scalars.items()}
     with open(self.jsonl_path, "a") as f:
       f.write(json.dumps({"step": step, **scalars}) + "\n")
-    with self._tb.as_default():
-      for k, v in scalars.items():
-        self._tf.summary.scalar(k, v, step=step)
+    if self._tb is not None:
+      with self._tb.as_default():
+        for k, v in scalars.items():
+          self._tf.summary.scalar(k, v, step=step)
 
   def write_images(self, step: int, images: dict[str, np.ndarray]) -> None:
     """Writes `[H, W, C]` grids in [0, 1] as PNG files and TB images."""
     if not self.enabled:
       return
-    with self._tb.as_default():
-      for name, grid in images.items():
-        save_png(os.path.join(self.workdir, "images",
-                              f"{name}_{step:08d}.png"), grid)
-        self._tf.summary.image(name, np.clip(grid, 0, 1)[None], step=step)
+    for name, grid in images.items():
+      save_png(os.path.join(self.workdir, "images",
+                            f"{name}_{step:08d}.png"), grid)
+      if self._tb is not None:
+        with self._tb.as_default():
+          self._tf.summary.image(name, np.clip(grid, 0, 1)[None], step=step)
 
   def flush(self) -> None:
-    if self.enabled:
+    if self.enabled and self._tb is not None:
       self._tb.flush()
 
   def close(self) -> None:
-    if self.enabled:
+    if self.enabled and self._tb is not None:
       self._tb.close()
