@@ -11,7 +11,10 @@ held out (`data.validation_fraction`) for the anomaly threshold.
   python -m vae_jax.sweep --config=configs/mnist_one_class.py --workdir=workdirs/one_class
 
 Autoencoders instead (reconstruction scores, grayscale pixels):
-`--config=configs/mnist_one_class.py:ae`. The protocol with PCA baselines and
+`--config=configs/mnist_one_class.py:ae`, trained with a squared-error loss
+(a Gaussian decoder of fixed std 1): the best detector here, mean AUROC 97.10
+over the ten digits against 96.24 with the cross-entropy loss of a Bernoulli
+decoder (README, "Anomaly detection"). The protocol with PCA baselines and
 the published numbers: `experiments/one_class_mnist.py` (README, "Anomaly
 detection").
 """
@@ -22,6 +25,9 @@ from vae_jax import config_lib
 def get_config(arg: str | None = None):
   arg = config_lib.parse_arg(arg, runlocal=False, ae=False)
   config = config_lib.base("ae" if arg.ae else "vae")
+  if arg.ae:  # Squared error: what the mse score measures.
+    config.model.likelihood = "gaussian"
+    config.model.gaussian_scale = 1.0
   config.data.train_classes = "0"  # Each point sets its digit.
   config.data.validation_fraction = 0.1
   config.model.hidden = (500, 500)

@@ -109,8 +109,10 @@ def experiment():
   for k, values in pca.items():
     rows[f"PCA k={k} (squared error)"] = values
   rows["Deep SVDD one-class (published)"] = list(DEEP_SVDD)
-  ours = [m for m in rows if m.startswith("VAE")]
-  best = max(ours, key=lambda m: np.mean(rows[m]))
+  vaes = [m for m in rows if m.startswith("VAE")]
+  best = max(vaes, key=lambda m: np.mean(rows[m]))
+  ours = [m for m in rows if m.startswith(("VAE", "AE"))]
+  best_ours = max(ours, key=lambda m: np.mean(rows[m]))
   device = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
   out = {
       "protocol": "one-class MNIST (Ruff et al. 2018): train on one digit "
@@ -120,6 +122,8 @@ def experiment():
       "auroc": {m: {"per_digit": v, "mean": float(np.mean(v))}
                 for m, v in rows.items()},
       "best_vae_score": best,
+      "best_of_ours": best_ours,
+      "target": "mean AUROC >= 97.0",
       "config": "configs/mnist_one_class.py" + (
           ":runlocal" if _RUNLOCAL.value else ""),
       "wall_time_s": round(time.time() - start, 1),
@@ -145,15 +149,19 @@ def experiment():
       "|---|" + "---|" * 11,
   ]
   for m, v in rows.items():
-    bold = "**" if m == best else ""
+    bold = "**" if m in (best, best_ours) else ""
     lines.append(f"| {bold}{m}{bold} | " + " | ".join(f"{x:.1f}" for x in v)
                  + f" | {bold}{np.mean(v):.2f}{bold} |")
-  lines += ["", f"Best VAE score by its mean over the digits: {best}. "
-            "Deep SVDD: Ruff et al. 2018, Table 1 (published, not rerun)."]
+  lines += ["", f"Best VAE score by its mean over the digits: {best}; "
+            f"best of ours: {best_ours} ({np.mean(rows[best_ours]):.2f}; "
+            "target >= 97.0). The AEs train with a squared-error loss "
+            "(configs/mnist_one_class.py:ae). Deep SVDD: Ruff et al. 2018, "
+            "Table 1 (published, not rerun)."]
   with open(os.path.join(_OUT.value, f"{name}.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
-  logging.info("Wrote %s: best VAE score %s, mean AUROC %.2f.", name, best,
-               np.mean(rows[best]))
+  logging.info("Wrote %s: best VAE score %s, mean AUROC %.2f; best of ours "
+               "%s, %.2f.", name, best, np.mean(rows[best]), best_ours,
+               np.mean(rows[best_ours]))
 
 
 if __name__ == "__main__":

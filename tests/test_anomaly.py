@@ -42,6 +42,25 @@ def test_detection_metrics_closed_forms():
   assert m["fpr_at_95_tpr"] == pytest.approx(50.0)
 
 
+def test_input_complexity_is_the_bz2_code_length():
+  import bz2  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  blank = np.zeros((1, 28, 28, 1), np.uint8)
+  noise = np.where(rng.random((1, 28, 28, 1)) < 0.5, 255, 0).astype(np.uint8)
+  c = anomaly.input_complexity(np.concatenate([blank, noise]))
+  # 98 bytes of packed bits: bz2 cannot shrink coin flips, nor grow a blank
+  # image past its header.
+  packed = np.packbits(noise.reshape(-1) == 255).tobytes()
+  assert c[1] == pytest.approx(8 * len(bz2.compress(packed, 9)) * np.log(2))
+  assert c[1] > c[0] + 98 * 8 * np.log(2) * 0.8
+  # Binary floats and {0, 255} pixels are the same input.
+  np.testing.assert_array_equal(anomaly.input_complexity(noise / 255.0), c[1:])
+  scores = anomaly.host_scores({"nll": np.array([10.0, 20.0])},
+                               np.concatenate([blank, noise]))
+  np.testing.assert_allclose(scores["nll_complexity"],
+                             np.array([10.0, 20.0]) - c)
+
+
 def test_auroc_is_the_mann_whitney_statistic():
   rng = np.random.default_rng(0)
   labels = rng.random(3000) < 0.3

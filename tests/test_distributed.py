@@ -78,6 +78,15 @@ def test_eight_devices_follow_the_one_device_trajectory(tmp_path):
   np.testing.assert_allclose([eight[s] for s in one], list(one.values()),
                              rtol=1e-4)
   _assert_same_scores(results[1], results[0])
+  # The default eval.batch_size (500) does not divide by 8: batches are
+  # padded to the devices, and padding never counts.
+  out = run_cli(str(tmp_path / "d8"), {**overrides, "eval.batch_size": 500},
+                mode="eval", env=_devices(8))
+  assert out.returncode == 0, out.stderr[-3000:]
+  padded = workdir_lib.read_results(str(tmp_path / "d8"))
+  assert padded["elbo"]["num_examples"] == 1000
+  np.testing.assert_allclose(padded["nll"]["nll"], results[1]["nll"]["nll"],
+                             rtol=1e-5)  # Per-example keys: batch-invariant.
 
 
 def _free_port():

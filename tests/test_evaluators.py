@@ -150,10 +150,10 @@ def test_bad_nll_sizes_are_user_errors_before_any_data(run, tmp_path, field):
              "data.download": False}
   bad = small_config(**{**RUN, **no_data, f"evals.nll.{field}": 0})
   fresh = tmp_path / "fresh"
-  with pytest.raises(UserError, match=f"evals.nll.{field} must be >= 1"):
+  with pytest.raises(UserError, match=f"evals.nll.{field} must be a positive integer"):
     train.train_and_evaluate(bad, str(fresh))
   assert not fresh.exists()
-  with pytest.raises(UserError, match=f"evals.nll.{field} must be >= 1"):
+  with pytest.raises(UserError, match=f"evals.nll.{field} must be a positive integer"):
     train.evaluate(bad, workdir)
   # The control: with good sizes, the same config does reach the data.
   with pytest.raises(UserError, match="not prepared"):

@@ -79,215 +79,224 @@ def train_group(configs: list[ml_collections.ConfigDict],
     workdir_lib.check_writable(w)
     workdir_lib.check_compatible(c, w)
   _check_group(configs)
-  config = configs[0]
-  t = config.training
 
   # One process per workdir: existing ones are locked now, before any data
-  # is read, new ones as they are created (`workdir_lib.locked`).
+  # is read, new ones as they are created (`workdir_lib.locked`); the locks
+  # are held until the run returns or fails.
   with contextlib.ExitStack() as locks:
     for w in workdirs:
       if os.path.isdir(w):
         locks.enter_context(workdir_lib.locked(w))
-    # Data, checked before anything is written. Models that train on their
-    # own classes get their own training split each.
-    classes = [c.data.train_classes for c in configs]
-    per_model_data = len(set(classes)) > 1
-    data = input_pipeline.load(
-        config.data, process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        standardization=workdir_lib.read_standardization(workdirs[0]),
-        train_classes=classes if per_model_data else None)
-    likelihood = models.resolve_likelihood(config.model,
-                                           data.event_shape)[0]
-    input_pipeline.check_likelihood(data, likelihood,
-                                    models.is_vae(config.model))
-    # Model and objective.
-    model = models.create_model(config.model, data.event_shape)
-    objective = objectives.create(config.objective, model)
-    # Optimizer.
-    lengths = [schedule_length(config, split.num_examples)
-               for split in data.train]
-    if len({total for _, total in lengths}) > 1:
-      raise UserError(
-          "Models that train on their own classes share one program, so they "
-          "need the same number of steps, but data.train_classes "
-          f"{', '.join(repr(c) for c in classes)} give "
-          f"{', '.join(str(n) for _, n in lengths)} steps: set "
-          "training.num_steps.")
-    total = lengths[0][1]
-    tx, schedule = optim.create(config.optimizer, total)
-    # Mesh.
-    mesh = sharding.create(t.model_axis_size, len(configs))
+    return _train_locked(configs, workdirs, locks)
 
-    # Evaluators (they check what they need of the data: before writing).
-    evals = evaluators.create(evaluators.Context(
-        configs=list(configs), model=model, objective=objective, data=data,
-        mesh=mesh))
 
-    # The workdirs: nothing is written before this point.
-    for w in workdirs:
-      if not os.path.isdir(w):
-        os.makedirs(w)
-        locks.enter_context(workdir_lib.locked(w))
-      workdir_lib.write_standardization(w, data.standardization)
+def _train_locked(configs: list[ml_collections.ConfigDict],
+                  workdirs: list[str], locks: contextlib.ExitStack
+                  ) -> list[dict[str, dict[str, float]]]:
+  """`train_group`'s run, once the existing workdirs are locked."""
+  config = configs[0]
+  t = config.training
 
-    # State, restored from the newest checkpoint that every model has
-    # intact; a damaged one (truncated files) is set aside with a warning.
-    managers = [workdir_lib.checkpoint_manager(w, t.checkpoints_to_keep)
-                for w in workdirs]
-    initial = initial_states(configs, model, tx, data.event_shape, mesh)
-    states = start = None
-    while states is None:
-      start = max(set.intersection(*(set(m.all_steps()) for m in managers)),
-                  default=0)
-      for w, m in zip(workdirs, managers):
-        for later in (s for s in m.all_steps() if s > start):
-          # A model of the group got further (killed between the group's
-          # saves, or trained alone): the group redoes those steps together.
-          logging.warning("%s: dropping the checkpoint at step %d, past the "
-                          "group's common step %d.", w, later, start)
-          m.delete(later)
-      if not start:
-        states = initial
+  # Data, checked before anything is written. Models that train on their
+  # own classes get their own training split each.
+  classes = [c.data.train_classes for c in configs]
+  per_model_data = len(set(classes)) > 1
+  data = input_pipeline.load(
+      config.data, process_index=jax.process_index(),
+      process_count=jax.process_count(),
+      standardization=workdir_lib.read_standardization(workdirs[0]),
+      train_classes=classes if per_model_data else None)
+  likelihood = models.resolve_likelihood(config.model,
+                                         data.event_shape)[0]
+  input_pipeline.check_likelihood(data, likelihood,
+                                  models.is_vae(config.model))
+  # Model and objective.
+  model = models.create_model(config.model, data.event_shape)
+  objective = objectives.create(config.objective, model)
+  # Optimizer.
+  lengths = [schedule_length(config, split.num_examples)
+             for split in data.train]
+  if len({total for _, total in lengths}) > 1:
+    raise UserError(
+        "Models that train on their own classes share one program, so they "
+        "need the same number of steps, but data.train_classes "
+        f"{', '.join(repr(c) for c in classes)} give "
+        f"{', '.join(str(n) for _, n in lengths)} steps: set "
+        "training.num_steps.")
+  total = lengths[0][1]
+  tx, schedule = optim.create(config.optimizer, total)
+  # Mesh.
+  mesh = sharding.create(t.model_axis_size, len(configs))
+
+  # Evaluators (they check what they need of the data: before writing).
+  evals = evaluators.create(evaluators.Context(
+      configs=list(configs), model=model, objective=objective, data=data,
+      mesh=mesh))
+
+  # The workdirs: nothing is written before this point.
+  for w in workdirs:
+    if not os.path.isdir(w):
+      os.makedirs(w)
+      locks.enter_context(workdir_lib.locked(w))
+    workdir_lib.write_standardization(w, data.standardization)
+
+  # State, restored from the newest checkpoint that every model has
+  # intact; a damaged one (truncated files) is set aside with a warning.
+  managers = [workdir_lib.checkpoint_manager(w, t.checkpoints_to_keep)
+              for w in workdirs]
+  initial = initial_states(configs, model, tx, data.event_shape, mesh)
+  states = start = None
+  while states is None:
+    start = max(set.intersection(*(set(m.all_steps()) for m in managers)),
+                default=0)
+    for w, m in zip(workdirs, managers):
+      for later in (s for s in m.all_steps() if s > start):
+        # A model of the group got further (killed between the group's
+        # saves, or trained alone): the group redoes those steps together.
+        logging.warning("%s: dropping the checkpoint at step %d, past the "
+                        "group's common step %d.", w, later, start)
+        m.delete(later)
+    if not start:
+      states = initial
+      break
+    states = []
+    for w, m, like in zip(workdirs, managers, initial):
+      try:
+        states.append(workdir_lib.restore_checked(m, start, like))
+      except workdir_lib.DamagedCheckpoint as e:
+        moved = workdir_lib.set_aside(m, w, start)
+        logging.warning("%s Training resumes from the newest intact "
+                        "checkpoint; the damaged one was moved to %s.", e,
+                        moved)
+        states = None
         break
-      states = []
-      for w, m, like in zip(workdirs, managers, initial):
-        try:
-          states.append(workdir_lib.restore_checked(m, start, like))
-        except workdir_lib.DamagedCheckpoint as e:
-          moved = workdir_lib.set_aside(m, w, start)
-          logging.warning("%s Training resumes from the newest intact "
-                          "checkpoint; the damaged one was moved to %s.", e,
-                          moved)
-          states = None
-          break
-    if start:
-      logging.info("Resumed from the checkpoint at step %d.", start)
-    state = jax.jit(lambda *s: steps.stack(s), out_shardings=mesh.models)(
-        *states)
-    for c, w in zip(configs, workdirs):
-      workdir_lib.write_config(w, c)
+  if start:
+    logging.info("Resumed from the checkpoint at step %d.", start)
+  state = jax.jit(lambda *s: steps.stack(s), out_shardings=mesh.models)(
+      *states)
+  for c, w in zip(configs, workdirs):
+    workdir_lib.write_config(w, c)
 
-    # The compiled chunk of steps, and the batches it reads.
-    step_fn = model_step(objective, tx, schedule)
-    train_chunk = chunk_program(config, step_fn, data.binarization,
-                                per_model_data)
-    chunk = batch_source(config, data, mesh)
-    scalar = functools.partial(sharding.scalar, sharding=mesh.replicated)
-    names = steps.metric_names(objective, state,
-                               (t.batch_size, *data.event_shape))
-    zero_sums = functools.partial(jax.device_put,
-                                  {k: np.zeros(len(configs), np.float32)
-                                   for k in names}, mesh.models)
+  # The compiled chunk of steps, and the batches it reads.
+  step_fn = model_step(objective, tx, schedule)
+  train_chunk = chunk_program(config, step_fn, data.binarization,
+                              per_model_data)
+  chunk = batch_source(config, data, mesh)
+  scalar = functools.partial(sharding.scalar, sharding=mesh.replicated)
+  names = steps.metric_names(objective, state,
+                             (t.batch_size, *data.event_shape))
+  zero_sums = functools.partial(jax.device_put,
+                                {k: np.zeros(len(configs), np.float32)
+                                 for k in names}, mesh.models)
 
-    # Everything compiles before the first step, so the first window's
-    # images/s and ETA are right.
-    compile_start = time.time()
-    train_chunk = train_chunk.lower(state, chunk(0, 0), scalar(0), scalar(0),
-                                    zero_sums(), scalar(True)).compile()
-    for ev in evals.values():
-      ev.compile(state)
-    # And what a checkpoint runs: the finiteness check, each model's slice.
-    jax.block_until_ready((_all_finite(state.params),
-                           [steps.index(state, i) for i in range(len(configs))]))
-    logging.info("Compiled in %.1f s.", time.time() - compile_start)
-    logging.info("Training %d model(s) in one vmapped program for %d steps "
-                 "(%s per epoch), global batch %d on %d device(s)%s.",
-                 len(configs), total,
-                 "/".join(str(p) for p, _ in lengths), t.batch_size,
-                 jax.device_count(),
-                 ", each model on its own classes "
-                 f"({', '.join(repr(c) for c in classes)})"
-                 if per_model_data else "")
+  # Everything compiles before the first step, so the first window's
+  # images/s and ETA are right.
+  compile_start = time.time()
+  train_chunk = train_chunk.lower(state, chunk(0, 0), scalar(0), scalar(0),
+                                  zero_sums(), scalar(True)).compile()
+  for ev in evals.values():
+    ev.compile(state)
+  # And what a checkpoint runs: the finiteness check, each model's slice.
+  jax.block_until_ready((_all_finite(state.params),
+                         [steps.index(state, i) for i in range(len(configs))]))
+  logging.info("Compiled in %.1f s.", time.time() - compile_start)
+  logging.info("Training %d model(s) in one vmapped program for %d steps "
+               "(%s per epoch), global batch %d on %d device(s)%s.",
+               len(configs), total,
+               "/".join(str(p) for p, _ in lengths), t.batch_size,
+               jax.device_count(),
+               ", each model on its own classes "
+               f"({', '.join(repr(c) for c in classes)})"
+               if per_model_data else "")
 
-    # The loop.
-    metric_writers = [writers.MetricWriter(w, start) for w in workdirs]
-    everies = [t.log_every_steps, t.checkpoint_every_steps,
-               *(ev.every_steps for ev in evals.values())]
-    step, final = start, {}
-    # The training-metric window in progress at the checkpoint (its sums
-    # since the last log): a resumed run logs what an uninterrupted one does.
-    window_step, saved = start, [workdir_lib.read_window(w, start)
-                                 for w in workdirs]
-    sums = zero_sums()
-    if start and all(saved):
-      window_step = saved[0]["window_step"]
-      sums = jax.device_put({k: np.array([s["sums"][k] for s in saved],
-                                         np.float32) for k in names},
-                            mesh.models)
-    finite = scalar(True)
-    window_start, eta_start = time.time(), (time.time(), step)
+  # The loop.
+  metric_writers = [writers.MetricWriter(w, start) for w in workdirs]
+  everies = [t.log_every_steps, t.checkpoint_every_steps,
+             *(ev.every_steps for ev in evals.values())]
+  step, final = start, {}
+  # The training-metric window in progress at the checkpoint (its sums
+  # since the last log): a resumed run logs what an uninterrupted one does.
+  window_step, saved = start, [workdir_lib.read_window(w, start)
+                               for w in workdirs]
+  sums = zero_sums()
+  if start and all(saved):
+    window_step = saved[0]["window_step"]
+    sums = jax.device_put({k: np.array([s["sums"][k] for s in saved],
+                                       np.float32) for k in names},
+                          mesh.models)
+  finite = scalar(True)
+  window_start, eta_start = time.time(), (time.time(), step)
 
-    def chunk_len(s):  # Chunks end where periodic work is due.
-      nxt = min([total] + [(s // e + 1) * e for e in everies if e > 0])
-      return min(t.steps_per_call, nxt - s)
+  def chunk_len(s):  # Chunks end where periodic work is due.
+    nxt = min([total] + [(s // e + 1) * e for e in everies if e > 0])
+    return min(t.steps_per_call, nxt - s)
 
-    try:
-      n = chunk_len(step) if step < total else 0
+  try:
+    n = chunk_len(step) if step < total else 0
+    images = chunk(step, n) if n else None
+    while step < total:
+      state, sums, finite = train_chunk(state, images, scalar(n),
+                                        scalar(step), sums, finite)
+      # The device is busy with this chunk: gather the next one meanwhile.
+      step, n = step + n, (chunk_len(step + n) if step + n < total else 0)
       images = chunk(step, n) if n else None
-      while step < total:
-        state, sums, finite = train_chunk(state, images, scalar(n),
-                                          scalar(step), sums, finite)
-        # The device is busy with this chunk: gather the next one meanwhile.
-        step, n = step + n, (chunk_len(step + n) if step + n < total else 0)
-        images = chunk(step, n) if n else None
-        if not any(itstime(step, e, total) for e in everies):
-          continue  # Nothing to report: keep the device fed.
-        if not bool(finite):
-          raise TrainingDiverged(
-              f"The loss or gradient became NaN or inf at step "
-              f"{int(np.max(sharding.to_host(state.step))) - 1}; training "
-              f"stopped and the last good checkpoint ("
-              f"{_step_name(managers[0].latest_step())}) was kept.")
+      if not any(itstime(step, e, total) for e in everies):
+        continue  # Nothing to report: keep the device fed.
+      if not bool(finite):
+        raise TrainingDiverged(
+            f"The loss or gradient became NaN or inf at step "
+            f"{int(np.max(sharding.to_host(state.step))) - 1}; training "
+            f"stopped and the last good checkpoint ("
+            f"{_step_name(managers[0].latest_step())}) was kept.")
 
-        if itstime(step, t.log_every_steps, total):
-          now, window = time.time(), step - window_step
-          img_per_sec = window * t.batch_size / max(now - window_start, 1e-9)
-          rate = (step - eta_start[1]) / max(now - eta_start[0], 1e-9)
-          host = sharding.to_host(sums)
-          for i, w in enumerate(metric_writers):
-            means = {f"train/{k}": float(v[i]) / window for k, v in host.items()}
-            bits = (data.bits_per_dim(means["train/nelbo"], likelihood)
-                    if "train/nelbo" in means else None)
-            if bits is not None:
-              means["train/bits_per_dim"] = bits
-            w.write_scalars(step, {**means, "train/img_per_sec": img_per_sec})
-          logging.info("step %d/%d (%.0f%%) loss %.3f  %.0f img/s  ETA %s",
-                       step, total, 100 * step / total,
-                       np.mean(host["loss"]) / window, img_per_sec,
-                       writers.format_eta((total - step) / rate))
-          sums, window_start, window_step = zero_sums(), time.time(), step
+      if itstime(step, t.log_every_steps, total):
+        now, window = time.time(), step - window_step
+        img_per_sec = window * t.batch_size / max(now - window_start, 1e-9)
+        rate = (step - eta_start[1]) / max(now - eta_start[0], 1e-9)
+        host = sharding.to_host(sums)
+        for i, w in enumerate(metric_writers):
+          means = {f"train/{k}": float(v[i]) / window for k, v in host.items()}
+          bits = (data.bits_per_dim(means["train/nelbo"], likelihood)
+                  if "train/nelbo" in means else None)
+          if bits is not None:
+            means["train/bits_per_dim"] = bits
+          w.write_scalars(step, {**means, "train/img_per_sec": img_per_sec})
+        logging.info("step %d/%d (%.0f%%) loss %.3f  %.0f img/s  ETA %s",
+                     step, total, 100 * step / total,
+                     np.mean(host["loss"]) / window, img_per_sec,
+                     writers.format_eta((total - step) / rate))
+        sums, window_start, window_step = zero_sums(), time.time(), step
 
-        for name, ev in evals.items():
-          if itstime(step, ev.every_steps, total):
-            final[name] = ev.run(state)
-            _write_outputs(metric_writers, step, name, final[name])
+      for name, ev in evals.items():
+        if itstime(step, ev.every_steps, total):
+          final[name] = ev.run(state)
+          _write_outputs(metric_writers, step, name, final[name])
 
-        if itstime(step, t.checkpoint_every_steps, total):
-          if not bool(_all_finite(state.params)):
-            raise TrainingDiverged(f"The parameters became NaN or inf by step "
-                                   f"{step}; training stopped and the last "
-                                   "good checkpoint was kept.")
-          host = sharding.to_host(sums)
-          for i, (w, m) in enumerate(zip(workdirs, managers)):
-            workdir_lib.write_window(w, step, window_step,
-                                     {k: v[i] for k, v in host.items()})
-            workdir_lib.save(m, step, steps.index(state, i))
-    finally:
-      # Commits checkpoints in flight, also when training stops on an error.
-      for m in managers:
-        m.wait_until_finished()
+      if itstime(step, t.checkpoint_every_steps, total):
+        if not bool(_all_finite(state.params)):
+          raise TrainingDiverged(f"The parameters became NaN or inf by step "
+                                 f"{step}; training stopped and the last "
+                                 "good checkpoint was kept.")
+        host = sharding.to_host(sums)
+        for i, (w, m) in enumerate(zip(workdirs, managers)):
+          workdir_lib.write_window(w, step, window_step,
+                                   {k: v[i] for k, v in host.items()})
+          workdir_lib.save(m, step, steps.index(state, i))
+  finally:
+    # Commits checkpoints in flight, also when training stops on an error.
+    for m in managers:
+      m.wait_until_finished()
 
-    for name, ev in evals.items():
-      if name not in final:  # Resumed at the end: evaluate what is there.
-        final[name] = ev.run(state)
-    out = []
-    for i, (c, w, mw) in enumerate(zip(configs, workdirs, metric_writers)):
-      mw.close()
-      per_model = {name: outputs[i] for name, outputs in final.items()}
-      workdir_lib.write_results(w, results(c, total, per_model))
-      out.append({name: o.metrics for name, o in per_model.items()})
-    return out
+  for name, ev in evals.items():
+    if name not in final:  # Resumed at the end: evaluate what is there.
+      final[name] = ev.run(state)
+  out = []
+  for i, (c, w, mw) in enumerate(zip(configs, workdirs, metric_writers)):
+    mw.close()
+    per_model = {name: outputs[i] for name, outputs in final.items()}
+    workdir_lib.write_results(w, results(c, total, per_model))
+    out.append({name: o.metrics for name, o in per_model.items()})
+  return out
 
 
 # ----------------------------------------------------------------------------

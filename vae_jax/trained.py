@@ -175,7 +175,8 @@ class TrainedModel:
     """Per-example anomaly scores, higher = more anomalous (`[N]` each).
 
     The scores of the `anomaly` evaluator (`evaluators.anomaly`): recon and
-    mse (every model), nelbo, nll and latent (VAEs), the same numbers for
+    mse (every model), nelbo, nll, latent and nll_complexity (VAEs), the
+    same numbers for
     the same examples: importance sample j of example n (its index in x) is
     drawn from `fold_in(fold_in(Keys.importance, n), j)`.
 
@@ -199,6 +200,7 @@ class TrainedModel:
           anomaly.scores_of, self.model, is_vae=self.is_vae,
           num_samples=num, chunk_size=min(entry.chunk_size, num)))
     x = self._inputs(x)
+    host_x = np.asarray(x)
     rng = steps.Keys.from_seed(self.config.seed).importance
     size = self.config.eval.batch_size
     out = []
@@ -209,7 +211,9 @@ class TrainedModel:
       scores = fn(self.params, padded, rng, jnp.int32(start))
       out.append({name: np.asarray(v)[:len(batch)]
                   for name, v in scores.items()})
-    scores = {name: np.concatenate([o[name] for o in out]) for name in names}
+    scores = anomaly.host_scores(
+        {name: np.concatenate([o[name] for o in out]) for name in out[0]},
+        host_x)
     return scores if score is None else scores[score]
 
   def evaluate(self) -> dict[str, evaluators.Output]:

@@ -18,8 +18,6 @@ import shutil
 import tempfile
 from typing import Any
 
-from absl import logging
-
 import jax
 import jax.numpy as jnp
 import ml_collections
