@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO
+from vae_jax import batching
 from vae_jax import config_lib
 from vae_jax import importance
-from vae_jax import input_pipeline
 from vae_jax import losses
 from vae_jax import models
 from vae_jax import objectives
@@ -205,7 +205,7 @@ def test_bad_sizes_are_user_errors():
   with pytest.raises(UserError, match="chunk size"):
     importance.importance_sampled_log_likelihood(model, params, x,
                                                  jax.random.key(0), 10, 0)
-  images, mask = input_pipeline.eval_batches(binary_images(4), 4)
+  images, mask = batching.eval_batches(binary_images(4), 4)
   model, params = mlp_vae()
   for k, chunk, match in ((0, 10, "importance samples"),
                           (10, 0, "chunk size")):
@@ -225,7 +225,7 @@ def _dataset_metrics(model, params, images, batch_size, k=16, chunk=5):
   first example is i * batch_size, under the same key for every batch; the
   host stacks the outputs.
   """
-  batches, mask = input_pipeline.eval_batches(images, batch_size)
+  batches, mask = batching.eval_batches(images, batch_size)
   # Padding holds garbage, not zeros: only the mask may keep it out.
   batches = np.where(mask[..., None, None, None] > 0, batches,
                      binary_images(batches.shape[0] * batch_size,

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vae_jax import batching
 from vae_jax import config_lib
 from vae_jax import input_pipeline
 from vae_jax.errors import UserError
@@ -38,7 +39,7 @@ def _labels(batch: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("n,batch_size", [(10, 4), (8, 4), (3, 5), (1, 1)])
 def test_eval_batches_cover_every_example_once(n, batch_size):
   images = _labelled_images(n)
-  batches, mask = input_pipeline.eval_batches(images, batch_size)
+  batches, mask = batching.eval_batches(images, batch_size)
   num_batches = math.ceil(n / batch_size)
   assert batches.shape == (num_batches, batch_size, 2, 3, 1)
   assert batches.dtype == np.uint8
@@ -60,7 +61,7 @@ _N, _B, _STEPS_PER_EPOCH = 20, 3, 6  # 18 of 20 examples used per epoch.
 
 def _train_batches(seed=0, shard_index=0, images=None):
   images = _labelled_images(_N) if images is None else images
-  return input_pipeline.ShardBatches(images, _B, _STEPS_PER_EPOCH, seed=seed,
+  return batching.ShardBatches(images, _B, _STEPS_PER_EPOCH, seed=seed,
                                      shard_index=shard_index)
 
 
@@ -222,9 +223,9 @@ def test_validate_config_rejects_each_bad_field(overrides, match):
 
 def test_train_batches_concatenate_shards_in_order():
   shards = [np.full((20, 2, 2, 1), v, np.uint8) for v in (1, 2, 3, 4)]
-  both = input_pipeline.TrainBatches(shards, [0, 1, 2, 3], 3, 6, seed=0)
-  first = input_pipeline.TrainBatches(shards[:2], [0, 1], 3, 6, seed=0)
-  second = input_pipeline.TrainBatches(shards[2:], [2, 3], 3, 6, seed=0)
+  both = batching.TrainBatches(shards, [0, 1, 2, 3], 3, 6, seed=0)
+  first = batching.TrainBatches(shards[:2], [0, 1], 3, 6, seed=0)
+  second = batching.TrainBatches(shards[2:], [2, 3], 3, 6, seed=0)
   chunk = both.chunk(4, 3, 5)
   assert chunk.shape == (5, 12, 2, 2, 1)
   # The global batch is the processes' local batches, in process order.

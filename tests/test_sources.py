@@ -16,6 +16,7 @@ from PIL import Image
 import pytest
 
 from conftest import DEFAULT_CONFIG, REPO, cli_args, small_config
+from vae_jax import batching
 from vae_jax import config_lib
 from vae_jax import input_pipeline
 from vae_jax import sources
@@ -109,7 +110,7 @@ def test_a_folder_and_an_npz_of_the_same_images_give_the_same_batches(
   for name in ("test_x", "test_labels", "class_names", "num_train_examples",
                "kind", "value_range", "is_binary"):
     np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
-  chunk = lambda d: input_pipeline.TrainBatches(
+  chunk = lambda d: batching.TrainBatches(
       d.train_shards, d.shard_indices, 16, 40, seed=3).chunk(37, 5, 5)
   np.testing.assert_array_equal(chunk(a), chunk(b))
   assert chunk(a).shape == (5, 32, 8, 8, 1)

@@ -8,7 +8,7 @@ device call (`run_steps`, a `lax.while_loop` whose trip count is data, so
 nothing recompiles).
 
 Everything a step does is a function of (state, step): the batch comes from
-`input_pipeline.TrainBatches`, its binarization from `fold_in(data key,
+`batching.TrainBatches`, its binarization from `fold_in(data key,
 step)` and the model's noise from `fold_in(state.rng, step)`. Restoring a
 checkpoint therefore resumes bit for bit.
 """

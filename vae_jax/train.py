@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from vae_jax import batching
 from vae_jax import config_lib
 from vae_jax import evaluators
 from vae_jax import input_pipeline
@@ -340,7 +341,7 @@ def batch_source(config: ml_collections.ConfigDict,
   `[C, K, B, ...]` when each of the K models has its own training split
   (each with its own epochs)."""
   t = config.training
-  batches = [input_pipeline.TrainBatches(
+  batches = [batching.TrainBatches(
       split.shards, data.shard_indices, t.batch_size // config.data.num_shards,
       schedule_length(config, split.num_examples)[0],
       seed=config.data.shuffle_seed) for split in data.train]

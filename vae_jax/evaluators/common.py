@@ -15,6 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from vae_jax import batching
 from vae_jax import input_pipeline
 from vae_jax import models
 from vae_jax import objectives
@@ -111,7 +112,7 @@ class TestSet:
     self.num_examples = len(images)
     devices = mesh.mesh.shape["data"]
     batch_size = -(-batch_size // devices) * devices
-    batches, mask = input_pipeline.eval_batches(images, batch_size)
+    batches, mask = batching.eval_batches(images, batch_size)
     self.num_batches, self.batch_size = mask.shape
     self.images = sharding.global_array(batches, mesh.batches)
     self.mask = sharding.global_array(mask, mesh.batches)
