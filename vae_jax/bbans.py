@@ -53,6 +53,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.special  # pylint: disable=unused-import
 import numpy as np
 from scipy import special
 
@@ -149,40 +150,59 @@ def bucket_centres(latent_bits: int) -> np.ndarray:
   return special.ndtri((np.arange(k) + 0.5) / k).astype(np.float32)
 
 
-def posterior_counts(mean: np.ndarray, log_var: np.ndarray,
-                     latent_bits: int, precision: int) -> np.ndarray:
+def posterior_counts(mean: jax.Array, log_var: jax.Array, latent_bits: int,
+                     precision: int) -> jax.Array:
   """q(bucket | x) per latent unit as integer counts summing to 2^precision.
 
   The mass of N(mean, exp(log_var)) on bucket i is
-  Phi((e_{i+1} - mean) / sigma) - Phi((e_i - mean) / sigma), computed with
-  upper-tail probabilities right of the mean (no cancellation there). Counts
-  are floor(mass (2^precision - K)) + 1, so every bucket is codable, and the
-  remainder goes to the likeliest bucket. A pure float64 numpy function of
-  its inputs: encoder and decoder get the same counts from the same inputs.
+  Phi((e_{i+1} - mean) / sigma) - Phi((e_i - mean) / sigma), computed from
+  the smaller tail beyond each edge (no cancellation far from the mean).
+  Counts are floor(mass (2^precision - K)) + 1, so every bucket is codable,
+  and the remainder goes to the likeliest bucket. Jitted with the encoder,
+  it runs on the same `[block, Z]` shapes when encoding and decoding, so
+  both get the same counts.
 
   Args:
-    mean: `[M]` posterior means (any float dtype).
-    log_var: `[M]` posterior log-variances.
-    latent_bits: K = 2^latent_bits buckets.
-    precision: log2 of each row's total.
+    mean: `[..., Z]` posterior means.
+    log_var: `[..., Z]` posterior log-variances.
+    latent_bits: K = 2^latent_bits buckets (static).
+    precision: log2 of each unit's total (static).
 
   Returns:
-    `[M, K]` float64 holding integers (what constriction's Categorical
-    takes), each row summing to 2^precision.
+    `[..., Z, K]` int32, summing to 2^precision over the last axis.
   """
   k = 2**latent_bits
-  mean = np.asarray(mean, np.float64)[:, None]
-  sigma = np.exp(0.5 * np.asarray(log_var, np.float64))[:, None]
-  t = (bucket_edges(latent_bits)[None, :] - mean) / sigma  # [M, K + 1]
-  tail = special.ndtr(-np.abs(t))  # The smaller tail beyond each edge.
-  lo, hi = tail[:, :-1], tail[:, 1:]
-  mass = np.where(t[:, :-1] >= 0, lo - hi,  # Right of the mean.
-                  np.where(t[:, 1:] < 0, hi - lo,  # Left of it.
-                           1.0 - lo - hi))  # The bucket holding the mean.
-  counts = np.floor(mass * (2**precision - k)) + 1.0
-  remainder = 2**precision - counts.sum(axis=1)
-  counts[np.arange(len(counts)), np.argmax(mass, axis=1)] += remainder
-  return counts
+  edges = jnp.asarray(bucket_edges(latent_bits), jnp.float32)
+  t = (edges - mean[..., None]) * jnp.exp(-0.5 * log_var)[..., None]
+  tail = jax.scipy.special.ndtr(-jnp.abs(t))  # [..., Z, K + 1]
+  lo, hi = tail[..., :-1], tail[..., 1:]
+  mass = jnp.where(t[..., :-1] >= 0, lo - hi,  # Right of the mean.
+                   jnp.where(t[..., 1:] < 0, hi - lo,  # Left of it.
+                             1.0 - lo - hi))  # The bucket holding the mean.
+  mass = jnp.maximum(mass, 0.0)
+  mass = mass / jnp.sum(mass, axis=-1, keepdims=True)
+  counts = jnp.floor(mass * (2**precision - k)).astype(jnp.int32) + 1
+  remainder = 2**precision - jnp.sum(counts, axis=-1, keepdims=True)
+  top = jax.nn.one_hot(jnp.argmax(mass, axis=-1), k, dtype=jnp.int32)
+  return counts + top * remainder
+
+
+def draw_cost(counts: jax.Array, precision: int
+              ) -> tuple[jax.Array, jax.Array]:
+  """Mean and variance of -log2 q(z|x), in bits, of a draw from counts.
+
+  Args:
+    counts: `[B, Z, K]` from `posterior_counts` (independent units).
+    precision: their total, 2^precision.
+
+  Returns:
+    `[B]` mean (q's entropy in bits) and `[B]` variance, summed over units.
+  """
+  p = counts.astype(jnp.float32) / 2**precision
+  bits = -jnp.log2(p)
+  mean = jnp.sum(p * bits, axis=-1)
+  var = jnp.maximum(jnp.sum(p * bits**2, axis=-1) - mean**2, 0.0)
+  return jnp.sum(mean, axis=-1), jnp.sum(var, axis=-1)
 
 
 def params_hash(params: Any, event_shape: tuple[int, ...]) -> str:
@@ -251,13 +271,23 @@ class Codec:
     self.latent_dim = model.encoder.latent_dim
     self.params_hash = params_hash(params, self.event_shape)
     self._centres = bucket_centres(settings.latent_bits)
-    self._encode = jax.jit(functools.partial(_encode, model))
+    self._encode = jax.jit(functools.partial(
+        _encode, model, latent_bits=settings.latent_bits,
+        precision=settings.posterior_precision))
     self._decode = jax.jit(functools.partial(_decode, model))
     cx = _constriction()
     self._cx = cx
     self._categorical = cx.stream.model.Categorical(perfect=False)
     self._bernoulli = cx.stream.model.Bernoulli(perfect=False)
     self._uniform = cx.stream.model.Uniform(2**settings.latent_bits)
+
+  def _compile(self) -> None:
+    """Compiles both networks (before a timer starts)."""
+    b = self.settings.block_size
+    jax.block_until_ready(self._encode(
+        self.params, np.zeros((b, *self.event_shape), np.float32)))
+    jax.block_until_ready(self._decode(
+        self.params, np.zeros((b, self.latent_dim), np.float32)))
 
   # -- the networks, on padded blocks ---------------------------------------
 
@@ -266,14 +296,16 @@ class Codec:
     out[:len(a)] = a
     return out
 
-  def _posterior(self, bits: np.ndarray) -> np.ndarray:
-    """Counts `[n Z, K]` of q(bucket|x) for a block of `[n, D]` bits."""
+  def _posterior(self, bits: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """q(bucket|x) for a block of `[n, D]` bits: counts `[n Z, K]` float64
+    (constriction's Categorical), and the draw's cost in bits, mean and
+    variance `[n]` (`draw_cost`)."""
     x = self._pad(bits.reshape(-1, *self.event_shape))
-    mean, log_var = jax.device_get(self._encode(self.params, x))
+    counts, mean, var = jax.device_get(self._encode(self.params, x))
     n = len(bits)
-    s = self.settings
-    return posterior_counts(mean[:n].reshape(-1), log_var[:n].reshape(-1),
-                            s.latent_bits, s.posterior_precision)
+    return (counts[:n].reshape(-1, counts.shape[-1]).astype(np.float64),
+            mean[:n].astype(np.float64), var[:n].astype(np.float64))
 
   def _pixel_probs(self, buckets: np.ndarray) -> np.ndarray:
     """p(x_d = 1 | z) `[n D]` float64 for bucket indices `[n Z]`."""
@@ -310,9 +342,8 @@ class Codec:
     sizes, start, n = [], 0, len(bits)
     while start < n:
       size = min(self.settings.block_size, n - start)
-      counts = self._posterior(bits[start:start + size])
+      counts, mean, var = self._posterior(bits[start:start + size])
       while True:
-        mean, var = _draw_cost(counts, self.latent_dim)
         budget = coder.num_valid_bits() - 64
         fits = int(np.sum(np.cumsum(mean) + 4 * np.sqrt(np.cumsum(var))
                           <= budget))
@@ -321,7 +352,7 @@ class Codec:
         if fits == 0:
           return None
         size = fits
-        counts = self._posterior(bits[start:start + size])
+        counts, mean, var = self._posterior(bits[start:start + size])
       buckets = coder.decode(self._categorical, counts)
       if coder.num_valid_bits() < 32:  # A draw four sigmas out: retry.
         return None
@@ -358,8 +389,9 @@ class Codec:
     if len(x) == 0:
       raise UserError(f"{where} holds no images.")
     bits = (x != 0).reshape(len(x), self.num_dims).astype(np.int32)
+    self._compile()
     start = time.perf_counter()
-    mean, var = _draw_cost(self._posterior(bits[:1]), self.latent_dim)
+    _, mean, var = self._posterior(bits[:1])
     num_initial = int(math.ceil((mean[0] + 4 * math.sqrt(var[0]) + 96) / 32))
     while (chain := self._chain(bits, num_initial)) is None:
       num_initial *= 2
@@ -404,6 +436,7 @@ class Codec:
     layout = BinaryArray(tuple(header["array"]["shape"]),
                          header["array"]["dtype"], header["array"]["one"])
     n = layout.shape[0]
+    self._compile()
     start = time.perf_counter()
     coder = self._cx.stream.stack.AnsCoder(words)
     blocks = []
@@ -412,7 +445,7 @@ class Codec:
       block = coder.decode(self._bernoulli, self._pixel_probs(buckets))
       block = block.reshape(size, self.num_dims)
       coder.encode_reverse(buckets, self._categorical,
-                           self._posterior(block))
+                           self._posterior(block)[0])
       blocks.append(block)
     seconds = time.perf_counter() - start
     bits = np.concatenate(blocks[::-1])
@@ -429,21 +462,10 @@ class Codec:
     return layout.restore(bits), stats
 
 
-def _draw_cost(counts: np.ndarray, latent_dim: int
-               ) -> tuple[np.ndarray, np.ndarray]:
-  """Mean and variance of -log2 q(z|x) in bits, per image, `[n]` each, for
-  the counts `[n Z, K]` of a block's posterior (independent units)."""
-  p = counts / counts.sum(axis=1, keepdims=True)
-  bits = -np.log2(p)
-  mean = np.sum(p * bits, axis=1)
-  var = np.sum(p * bits**2, axis=1) - mean**2
-  return (mean.reshape(-1, latent_dim).sum(axis=1),
-          np.maximum(var, 0).reshape(-1, latent_dim).sum(axis=1))
-
-
-def _encode(model, params, x):
+def _encode(model, params, x, *, latent_bits, precision):
   q = model.apply(params, x, method="encode")
-  return q.mean, q.log_var
+  counts = posterior_counts(q.mean, q.log_var, latent_bits, precision)
+  return (counts, *draw_cost(counts, precision))
 
 
 def _decode(model, params, z):

@@ -63,8 +63,11 @@ def _read_array(path: str) -> np.ndarray:
   `sources.read_npz`, which also gives the errors)."""
   from vae_jax import sources  # pylint: disable=g-import-not-at-top
   sources.read_npz(path)
-  with np.load(path, allow_pickle=False) as f:
-    return np.asarray(f["x"] if isinstance(f, np.lib.npyio.NpzFile) else f)
+  f = np.load(path, allow_pickle=False)
+  if isinstance(f, np.lib.npyio.NpzFile):
+    with f:
+      return f["x"]
+  return f
 
 
 def _write_array(path: str, x: np.ndarray) -> None:
