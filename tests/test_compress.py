@@ -17,6 +17,7 @@ from conftest import REPO
 from test_train import trained_small  # pylint: disable=unused-import
 from vae_jax import bbans
 from vae_jax import trained
+from vae_jax import workdir as workdir_lib
 from vae_jax.errors import UserError
 
 NUM_IMAGES = 300
@@ -161,6 +162,23 @@ def test_another_model_or_a_corrupted_file_is_an_error(model):
     _codec(model).decompress(bytes(corrupted))
   with pytest.raises(UserError, match="not a file written"):
     _codec(model).decompress(b"\x89PNG\r\n" + data[6:])
+
+
+def test_evaluator_codes_the_test_set_at_the_elbo_rate(model, trained_small):  # pylint: disable=redefined-outer-name
+  config = workdir_lib.load_config(trained_small.workdir)
+  config.evals.nll.enabled = config.evals.images.enabled = False
+  config.evals.compress.enabled = True
+  config.evals.compress.num_examples = 200
+  out = trained.load(trained_small.workdir,
+                     config=config).evaluate()["compress"]
+  nelbo = np.mean([model.score(model.test_images(200), seed=s)["nelbo"]
+                   for s in range(8)])
+  elbo_bpd = nelbo / (784 * np.log(2))
+  assert out.metrics["net_bits_per_dim"] == pytest.approx(elbo_bpd, rel=0.02)
+  assert (out.metrics["file_bits_per_dim"]
+          > out.metrics["net_bits_per_dim"])
+  assert out.metrics["decode_images_per_s"] > 0
+  assert out.about["num_coded"] == 200
 
 
 # ----------------------------------------------------------------------------
