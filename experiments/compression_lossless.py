@@ -132,11 +132,11 @@ def measure(workdir: str, num_images: int, elbo_seeds: int, out: str) -> dict:
   nll = None
   if workdir_lib.is_done(workdir):
     results = workdir_lib.read_results(workdir)
-    nll = results.get("nll", {}).get("metrics", {}).get("bits_per_dim")
-    if nll is not None and n == 10000:
-      k = results["nll"].get("about", {}).get("num_samples")
+    section = results.get("nll", {})
+    if section.get("num_examples") == n:  # The same (whole) test set.
+      nll = section["nll_bits_per_dim"]
       rows.append({"codec": "model IS-NLL", "bits_per_dim": nll,
-                   "note": f"results.json, k = {k}"})
+                   "note": f"results.json, k = {section['num_samples']}"})
 
   packed = np.packbits((x != 0).reshape(-1)).tobytes()
   for name, fn in stream_codecs().items():
