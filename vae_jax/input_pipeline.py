@@ -282,6 +282,12 @@ def check_likelihood(data: Dataset, likelihood: str, is_vae: bool) -> None:
   Autoencoders may use it as a cross-entropy reconstruction loss on gray
   values.
   """
+  if likelihood == "discretized_gaussian" and data.test_x.dtype != np.uint8:
+    raise UserError(
+        "model.likelihood='discretized_gaussian' is a distribution over the "
+        f"256 levels of 8-bit pixels, but {data.name} holds "
+        f"{data.test_x.dtype} values: give uint8 images, or use "
+        "model.likelihood='gaussian'.")
   if likelihood != "bernoulli":
     return
   lo, hi = data.value_range
