@@ -17,7 +17,9 @@ exactly, and sets beside it, in bits per pixel (bits/dim):
     whole set;
   - PNG (1-bit, optimized) and WebP lossless (Pillow), one file per image
     (as BB-ANS reports them) and one mosaic of all the images.
-Writes compression.json and compression.md under --out.
+Writes compression.json and .md under --out (compression_8bit.* for a
+model of 8-bit images, e.g. `model.likelihood=discretized_gaussian`, whose
+codecs then see the pixel bytes and gray PNG/WebP).
 
 Published for binarized MNIST (Townsend et al. 2019, BB-ANS): VAE -ELBO
 0.19, BB-ANS 0.19, bz2 0.25, gzip 0.33, PNG 0.78, WebP 0.44 bits/dim.
@@ -78,14 +80,18 @@ def stream_codecs() -> dict:
 
 
 def image_bytes(image: np.ndarray, fmt: str) -> int:
-  """Bytes of one binary image `[H, W]` (bool) as a lossless PNG or WebP."""
+  """Bytes of one image `[H, W]` (bool: binary, 1-bit PNG; uint8: gray) as
+  a lossless PNG or WebP."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
   buf = io.BytesIO()
+  gray = image.astype(np.uint8) * (255 if image.dtype == np.bool_ else 1)
   if fmt == "PNG":
-    Image.fromarray(image).convert("1").save(buf, "PNG", optimize=True)
-  else:  # WebP has no 1-bit mode: gray 0/255, lossless, slowest method.
-    Image.fromarray(image.astype(np.uint8) * 255).save(
-        buf, "WEBP", lossless=True, quality=100, method=6)
+    im = Image.fromarray(gray)
+    (im.convert("1") if image.dtype == np.bool_ else im).save(
+        buf, "PNG", optimize=True)
+  else:  # WebP has no 1-bit mode: gray, lossless, slowest method.
+    Image.fromarray(gray).save(buf, "WEBP", lossless=True, quality=100,
+                               method=6)
   return len(buf.getvalue())
 
 
@@ -102,7 +108,8 @@ def mosaic(images: np.ndarray) -> np.ndarray:
 
 def measure(workdir: str, num_images: int, elbo_seeds: int, out: str) -> dict:
   m = trained.load(workdir)
-  x = m.data.test_x[:num_images or None]  # uint8 {0, 255}
+  x = m.data.test_x[:num_images or None]  # uint8 {0, 255}, or 0..255
+  eight_bit = m.data.binarization == "none" and not m.data.is_binary
   n, dims = len(x), math.prod(m.event_shape)
   per_dim = lambda num_bits: num_bits / (n * dims)
   rows = []
@@ -122,7 +129,8 @@ def measure(workdir: str, num_images: int, elbo_seeds: int, out: str) -> dict:
                        f"{enc.file_bytes - enc.payload_bits // 8} bytes of "
                        "header and checksum"})
 
-  scored = (x != 0).astype(np.float32)
+  scored = x.astype(np.float32) / 255 if eight_bit else (x != 0).astype(
+      np.float32)
   nelbo = np.mean([m.score(scored, seed=s)["nelbo"]
                    for s in range(elbo_seeds)], axis=0)
   nelbo_bpd = float(losses.bits_per_dim(np.mean(nelbo, dtype=np.float64),
@@ -138,11 +146,13 @@ def measure(workdir: str, num_images: int, elbo_seeds: int, out: str) -> dict:
       rows.append({"codec": "model IS-NLL", "bits_per_dim": nll,
                    "note": f"results.json, k = {section['num_samples']}"})
 
-  packed = np.packbits((x != 0).reshape(-1)).tobytes()
+  packed = (x.tobytes() if eight_bit
+            else np.packbits((x != 0).reshape(-1)).tobytes())
   for name, fn in stream_codecs().items():
     rows.append({"codec": name, "bits_per_dim": per_dim(8 * len(fn(packed))),
-                 "note": "packed bits, one stream"})
-  images = (x != 0).reshape(n, *m.event_shape[:2])
+                 "note": "the pixel bytes" if eight_bit
+                         else "packed bits, one stream"})
+  images = (x if eight_bit else x != 0).reshape(n, *m.event_shape[:2])
   for fmt in ("PNG", "WebP"):
     each = sum(image_bytes(im, fmt) for im in images)
     rows.append({"codec": f"{fmt}, per image", "bits_per_dim":
@@ -152,6 +162,7 @@ def measure(workdir: str, num_images: int, elbo_seeds: int, out: str) -> dict:
                  "note": "all images tiled into one file"})
   return {
       "workdir": workdir, "step": m.step, "num_images": n,
+      "pixels": "8-bit" if eight_bit else "binary",
       "data": m.data.about(), "settings": dataclasses.asdict(settings),
       "rows": rows,
       "bbans": {"encode": enc.to_dict(), "decode": dec.to_dict(),
@@ -164,13 +175,18 @@ def write(result: dict, out: str, command: str, seconds: float) -> None:
   os.makedirs(out, exist_ok=True)
   result = {**result, "command": command, "wall_seconds": seconds,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
-  with open(os.path.join(out, "compression.json"), "w") as f:
+  name = "compression" if result["pixels"] == "binary" else "compression_8bit"
+  with open(os.path.join(out, name + ".json"), "w") as f:
     json.dump(result, f, indent=2)
   enc, dec = result["bbans"]["encode"], result["bbans"]["decode"]
   lines = [
-      "# Lossless compression of the binarized MNIST test set",
+      "# Lossless compression of the " + (
+          "binarized MNIST test set" if result["pixels"] == "binary"
+          else "8-bit MNIST test set"),
       "",
-      f"{result['num_images']} test images (binarized once, seed 0), "
+      f"{result['num_images']} test images ("
+      + ("binarized once, seed 0" if result["pixels"] == "binary"
+         else "8-bit gray") + "), "
       f"model {result['workdir']} at step {result['step']}. Command: "
       f"`{command}` ({seconds:.0f} s wall on {result['machine']}).",
       "",
@@ -179,6 +195,11 @@ def write(result: dict, out: str, command: str, seconds: float) -> None:
   ]
   lines += [f"| {r['codec']} | {r['bits_per_dim']:.4f} | {r['note']} |"
             for r in result["rows"]]
+  published = ([
+      "",
+      "Published (Townsend et al. 2019, BB-ANS): " + ", ".join(
+          f"{k} {v}" for k, v in PUBLISHED.items()) + " bits/dim."]
+               if result["pixels"] == "binary" else [])
   lines += [
       "",
       f"BB-ANS: {enc['file_bytes']} bytes, initial bits "
@@ -186,12 +207,10 @@ def write(result: dict, out: str, command: str, seconds: float) -> None:
       f"{enc['images_per_second']:.0f} images/s, decoding "
       f"{dec['images_per_second']:.0f} images/s; decoding reproduced every "
       "image exactly. Settings: " + json.dumps(result["settings"]) + ".",
-      "",
-      "Published (Townsend et al. 2019, BB-ANS): " + ", ".join(
-          f"{k} {v}" for k, v in PUBLISHED.items()) + " bits/dim.",
-  ]
-  with open(os.path.join(out, "compression.md"), "w") as f:
+  ] + published
+  with open(os.path.join(out, name + ".md"), "w") as f:
     f.write("\n".join(lines) + "\n")
+  print("\n".join(lines))
 
 
 def main(argv):
@@ -201,7 +220,6 @@ def main(argv):
                    _ELBO_SEEDS.value, _OUT.value)
   command = "python experiments/compression_lossless.py " + " ".join(sys.argv[1:])
   write(result, _OUT.value, command, time.time() - start)
-  print(open(os.path.join(_OUT.value, "compression.md")).read())
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import special
@@ -16,6 +17,9 @@ from scipy import special
 from conftest import REPO
 from test_train import trained_small  # pylint: disable=unused-import
 from vae_jax import bbans
+from vae_jax import config_lib
+from vae_jax import losses
+from vae_jax import models
 from vae_jax import trained
 from vae_jax import workdir as workdir_lib
 from vae_jax.errors import UserError
@@ -179,6 +183,47 @@ def test_evaluator_codes_the_test_set_at_the_elbo_rate(model, trained_small):  #
           > out.metrics["net_bits_per_dim"])
   assert out.metrics["decode_images_per_s"] > 0
   assert out.about["num_coded"] == 200
+
+
+def test_eight_bit_images_round_trip_at_the_elbo_rate():
+  """A discretized Gaussian decoder codes uint8 pixels (an untrained model:
+  exactness and the rate do not depend on training)."""
+  config = config_lib.base().model
+  config.hidden, config.latent_dim = (64,), 4
+  config.likelihood, config.learn_scale = "discretized_gaussian", "per_pixel"
+  # A wide scale: every level keeps a probability well above constriction's
+  # floor of 2^-24, where the coder would pay less than the model's
+  # -log p (an untrained decoder is far from most images).
+  config.gaussian_scale = 1.0
+  event_shape = (8, 8, 1)
+  model = models.create_model(config, event_shape)
+  params = models.init_params(model, jax.random.key(0), event_shape)
+  # Images drawn from the model, so that their pixels lie where it puts
+  # mass (a level out at 1e-7 would cost constriction's 24-bit floor).
+  z = jax.random.normal(jax.random.key(2), (60, config.latent_dim))
+  likelihood = model.apply(params, z, method="decode")
+  noise = jax.random.normal(jax.random.key(3), likelihood.loc.shape)
+  x = np.asarray(jnp.clip(jnp.round(255 * (
+      likelihood.loc + jnp.exp(likelihood.log_scale) * noise)), 0, 255)
+                 ).astype(np.uint8)
+  codec = bbans.Codec(model, params, event_shape,
+                      bbans.Settings(block_size=16))
+  data, stats = codec.compress(x)
+  decoded, _ = codec.decompress(data)
+  assert decoded.dtype == np.uint8
+  np.testing.assert_array_equal(decoded, x)
+  # -ELBO in bits: 64 latent draws of -log p(x|z) + KL, per image.
+  inputs = x.astype(np.float32) / 255
+  q = model.apply(params, inputs, method="encode")
+  z = losses.reparameterize(jax.random.key(1), q.mean, q.log_var, 64)
+  recon = -model.apply(params, z, method="decode").log_prob(inputs).mean(0)
+  kl = losses.kl_to_std_normal(q.mean, q.log_var).sum(-1)
+  elbo_bits = float(np.sum(recon + kl)) / np.log(2)
+  expected = elbo_bits + stats.initial_bits
+  assert abs(stats.payload_bits - expected) <= 0.02 * expected, (
+      stats.to_dict(), elbo_bits)
+  with pytest.raises(UserError, match="uint8"):
+    codec.compress(x.astype(np.float32))
 
 
 # ----------------------------------------------------------------------------

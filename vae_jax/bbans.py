@@ -1,8 +1,10 @@
 """Lossless bits-back coding with a VAE (BB-ANS), on constriction's ANS.
 
 Townsend, Bird and Barber (2019), "Practical lossless compression with
-latent variables using bits back coding", ICLR: a VAE with a Bernoulli
-decoder codes a binary image x in about -ELBO(x) bits. With an ANS stack
+latent variables using bits back coding", ICLR: a VAE codes an image x in
+about -ELBO(x) bits, here with a Bernoulli decoder (binary images) or a
+discretized Gaussian one (8-bit images, each pixel's 256 levels coded with
+counts summing to 2^24). With an ANS stack
 (last in, first out) holding some bits already, one image is pushed by
 
   1. popping (decoding) a latent z from q(z|x): this takes -log q(z|x)
@@ -57,10 +59,13 @@ import jax.scipy.special  # pylint: disable=unused-import
 import numpy as np
 from scipy import special
 
+from vae_jax import losses
 from vae_jax import models
 from vae_jax.errors import UserError
 
 MAGIC = b"VAEJAXBB"
+# The decoders whose pixels can be coded: binary images, 8-bit images.
+PIXEL_MODELS = ("bernoulli", "discretized_gaussian")
 FORMAT_VERSION = 1
 _PREFIX = struct.Struct("<8sHI")  # magic, version, header length
 _DIGEST = 32  # SHA-256 of everything before it, at the end of the file.
@@ -171,7 +176,6 @@ def posterior_counts(mean: jax.Array, log_var: jax.Array, latent_bits: int,
   Returns:
     `[..., Z, K]` int32, summing to 2^precision over the last axis.
   """
-  k = 2**latent_bits
   edges = jnp.asarray(bucket_edges(latent_bits), jnp.float32)
   t = (edges - mean[..., None]) * jnp.exp(-0.5 * log_var)[..., None]
   tail = jax.scipy.special.ndtr(-jnp.abs(t))  # [..., Z, K + 1]
@@ -179,6 +183,16 @@ def posterior_counts(mean: jax.Array, log_var: jax.Array, latent_bits: int,
   mass = jnp.where(t[..., :-1] >= 0, lo - hi,  # Right of the mean.
                    jnp.where(t[..., 1:] < 0, hi - lo,  # Left of it.
                              1.0 - lo - hi))  # The bucket holding the mean.
+  return quantize(mass, precision)
+
+
+def quantize(mass: jax.Array, precision: int) -> jax.Array:
+  """Probabilities `[..., K]` as int32 counts summing to 2^precision.
+
+  floor(mass (2^precision - K)) + 1 (after normalizing), so every symbol
+  is codable; the remainder goes to the likeliest symbol.
+  """
+  k = mass.shape[-1]
   mass = jnp.maximum(mass, 0.0)
   mass = mass / jnp.sum(mass, axis=-1, keepdims=True)
   counts = jnp.floor(mass * (2**precision - k)).astype(jnp.int32) + 1
@@ -256,15 +270,20 @@ class Codec:
 
   def __init__(self, model: models.VAE, params: Any,
                event_shape: tuple[int, ...], settings: Settings):
-    """Raises UserError for a model that is not a Bernoulli VAE."""
+    """Raises UserError for a model that is not a VAE with a Bernoulli or
+    discretized Gaussian decoder."""
     settings.validate()
     if not isinstance(model, models.VAE):
       raise UserError("Bits-back coding needs a VAE (a latent-variable "
                       "model); this workdir holds an autoencoder.")
-    if model.decoder.likelihood != "bernoulli":
+    if model.decoder.likelihood not in PIXEL_MODELS:
       raise UserError(
-          f"Bits-back coding here needs a Bernoulli decoder (binary images); "
-          f"this model's likelihood is {model.decoder.likelihood!r}.")
+          "Bits-back coding needs a distribution over discrete pixels: a "
+          "Bernoulli decoder (binary images) or a discretized Gaussian one "
+          f"(8-bit images); this model's likelihood is "
+          f"{model.decoder.likelihood!r}.")
+    self.pixels = model.decoder.likelihood
+    self.eight_bit = self.pixels == "discretized_gaussian"
     self.model, self.params, self.settings = model, params, settings
     self.event_shape = tuple(event_shape)
     self.num_dims = math.prod(self.event_shape)
@@ -274,7 +293,8 @@ class Codec:
     self._encode = jax.jit(functools.partial(
         _encode, model, latent_bits=settings.latent_bits,
         precision=settings.posterior_precision))
-    self._decode = jax.jit(functools.partial(_decode, model))
+    self._decode = jax.jit(functools.partial(_decode, model,
+                                             pixels=self.pixels))
     cx = _constriction()
     self._cx = cx
     self._categorical = cx.stream.model.Categorical(perfect=False)
@@ -302,18 +322,38 @@ class Codec:
     (constriction's Categorical), and the draw's cost in bits, mean and
     variance `[n]` (`draw_cost`)."""
     x = self._pad(bits.reshape(-1, *self.event_shape))
+    if self.eight_bit:
+      x /= 255.0  # As the run feeds uint8 pixels (input_pipeline.to_float).
     counts, mean, var = jax.device_get(self._encode(self.params, x))
     n = len(bits)
     return (counts[:n].reshape(-1, counts.shape[-1]).astype(np.float64),
             mean[:n].astype(np.float64), var[:n].astype(np.float64))
 
   def _pixel_probs(self, buckets: np.ndarray) -> np.ndarray:
-    """p(x_d = 1 | z) `[n D]` float64 for bucket indices `[n Z]`."""
+    """p(x|z) for bucket indices `[n Z]`: p(x_d = 1 | z) `[n D]` float64
+    (Bernoulli), or counts `[n, D, 256]` of the levels (8-bit)."""
     z = self._centres[buckets].reshape(-1, self.latent_dim)
-    logits = np.asarray(jax.device_get(self._decode(self.params,
-                                                    self._pad(z))))
-    logits = logits[:len(z)].reshape(-1).astype(np.float64)
+    out = np.asarray(jax.device_get(self._decode(self.params, self._pad(z))))
+    if self.eight_bit:
+      return out[:len(z)]
+    logits = out[:len(z)].reshape(-1).astype(np.float64)
     return 1.0 / (1.0 + np.exp(-logits))
+
+  def _push_pixels(self, coder, block: np.ndarray, probs: np.ndarray) -> None:
+    """Pushes a block's pixels `[n, D]` int32 with `_pixel_probs`."""
+    if not self.eight_bit:
+      coder.encode_reverse(block.reshape(-1), self._bernoulli, probs)
+      return
+    for image, counts in zip(block[::-1], probs[::-1]):  # Pops in order.
+      coder.encode_reverse(image, self._categorical,
+                           counts.astype(np.float64))
+
+  def _pop_pixels(self, coder, probs: np.ndarray, n: int) -> np.ndarray:
+    """Pops a block's pixels `[n, D]` int32 (`_push_pixels` backwards)."""
+    if not self.eight_bit:
+      return coder.decode(self._bernoulli, probs).reshape(n, self.num_dims)
+    return np.stack([coder.decode(self._categorical, c.astype(np.float64))
+                     for c in probs])
 
   # -- the chain --------------------------------------------------------------
 
@@ -357,8 +397,7 @@ class Codec:
       if coder.num_valid_bits() < 32:  # A draw four sigmas out: retry.
         return None
       block = bits[start:start + size]
-      coder.encode_reverse(block.reshape(-1), self._bernoulli,
-                           self._pixel_probs(buckets))
+      self._push_pixels(coder, block, self._pixel_probs(buckets))
       coder.encode_reverse(buckets, self._uniform)
       sizes.append(size)
       start += size
@@ -366,21 +405,30 @@ class Codec:
 
   def compress(self, x: np.ndarray, where: str = "the input"
                ) -> tuple[bytes, Stats]:
-    """Codes binary images into a file's bytes.
+    """Codes images into a file's bytes.
 
     Args:
-      x: `[N, *event]` (or `[N, H, W]` for one channel) of 0/1 values, any
-        dtype (uint8 0/255 too): restored exactly, dtype and shape included.
+      x: `[N, *event]` (or `[N, H, W]` for one channel): for a Bernoulli
+        model 0/1 values of any dtype (uint8 0/255 too), for a discretized
+        Gaussian one uint8 pixels; restored exactly, dtype and shape
+        included.
       where: names the input in errors.
 
     Returns:
       The file's bytes and what they cost (`Stats`).
 
     Raises:
-      UserError: images of another shape than the model's, or not binary.
+      UserError: images of another shape than the model's, not binary (a
+        Bernoulli model) or not uint8 (a discretized Gaussian one).
     """
     x = np.asarray(x)
-    layout = BinaryArray.of(x, where)
+    if not self.eight_bit:
+      layout = BinaryArray.of(x, where)
+    elif x.dtype == np.uint8:
+      layout = BinaryArray(tuple(x.shape), x.dtype.str, 1.0)
+    else:
+      raise UserError(f"{where} holds {x.dtype} values; this model codes "
+                      "8-bit images: give uint8 pixels.")
     if (x.ndim < 2 or math.prod(x.shape[1:]) != self.num_dims
         or tuple(x.shape[1:]) not in (self.event_shape,
                                       self.event_shape[:-1])):
@@ -388,7 +436,8 @@ class Codec:
                       f"model codes {list(self.event_shape)}.")
     if len(x) == 0:
       raise UserError(f"{where} holds no images.")
-    bits = (x != 0).reshape(len(x), self.num_dims).astype(np.int32)
+    bits = (x if self.eight_bit else x != 0).reshape(
+        len(x), self.num_dims).astype(np.int32)
     self._compile()
     start = time.perf_counter()
     _, mean, var = self._posterior(bits[:1])
@@ -407,6 +456,7 @@ class Codec:
         "settings": dataclasses.asdict(self.settings),
         "initial_words": num_initial, "num_words": len(words),
         "block_sizes": sizes,
+        "pixels": self.pixels,
         "images_sha256": hashlib.sha256(bits.astype(np.uint8)).hexdigest(),
     }
     data = _pack(header, words)
@@ -442,8 +492,7 @@ class Codec:
     blocks = []
     for size in reversed(header["block_sizes"]):
       buckets = coder.decode(self._uniform, size * self.latent_dim)
-      block = coder.decode(self._bernoulli, self._pixel_probs(buckets))
-      block = block.reshape(size, self.num_dims)
+      block = self._pop_pixels(coder, self._pixel_probs(buckets), size)
       coder.encode_reverse(buckets, self._categorical,
                            self._posterior(block)[0])
       blocks.append(block)
@@ -468,8 +517,20 @@ def _encode(model, params, x, *, latent_bits, precision):
   return (counts, *draw_cost(counts, precision))
 
 
-def _decode(model, params, z):
-  return model.apply(params, z, method="decode").loc
+def _decode(model, params, z, *, pixels):
+  """Bernoulli: the logits `[B, *event]`; 8-bit: counts `[B, D, 256]` of
+  each pixel's levels under the discretized Gaussian, summing to 2^24
+  (constriction's precision)."""
+  likelihood = model.apply(params, z, method="decode")
+  if pixels == "bernoulli":
+    return likelihood.loc
+  b = z.shape[0]
+  loc = likelihood.loc.reshape(b, -1, 1)
+  log_scale = jnp.broadcast_to(likelihood.log_scale,
+                               likelihood.loc.shape).reshape(b, -1, 1)
+  levels = jnp.arange(256, dtype=jnp.float32) / 255.0
+  log_p = losses.discretized_gaussian_log_prob(levels, loc, log_scale, 0)
+  return quantize(jnp.exp(log_p), 24)
 
 
 def _pack(header: dict[str, Any], words: np.ndarray) -> bytes:
