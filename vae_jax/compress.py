@@ -1,4 +1,4 @@
-r"""Lossless compression of binary images with a trained VAE (BB-ANS).
+r"""Lossless compression of images with a trained VAE (BB-ANS).
 
   python -m vae_jax.compress --workdir=W --input=images.npz --output=images.vae
   python -m vae_jax.decompress --workdir=W --input=images.vae --output=out.npz
@@ -6,7 +6,8 @@ r"""Lossless compression of binary images with a trained VAE (BB-ANS).
 (`python -m vae_jax.compress --mode=decompress ...` is the same as the
 second.) The input is what `data.source=npz` reads: a `.npz` with `x`
 `[N, H, W(, C)]` or a `.npy`, of 0/1 pixels (uint8 0/255, bool or floats of
-0 and 1 too); labels are not compressed. Decompression writes the same
+0 and 1 too) for a Bernoulli VAE, of uint8 pixels for a VAE with a
+discretized Gaussian decoder; labels are not compressed. Decompression writes the same
 array, dtype and shape included, as a `.npz` (key `x`) or a `.npy` by the
 output's extension. The coder is `vae_jax.bbans` with the workdir's
 `evals.compress` settings (or the flags below); a file must be decompressed
@@ -86,8 +87,8 @@ def compress_file(workdir: str, input_path: str, output_path: str) -> dict:
     same images (`nelbo_bits_per_dim`).
 
   Raises:
-    UserError: a missing or unreadable input, images that are not binary or
-      not the model's shape, a model that is not a Bernoulli VAE.
+    UserError: a missing or unreadable input, images that are not the
+      model's shape or kind (binary, or uint8), a model that cannot code.
   """
   from vae_jax import losses  # pylint: disable=g-import-not-at-top
   x = _read_array(input_path)
@@ -95,7 +96,8 @@ def compress_file(workdir: str, input_path: str, output_path: str) -> dict:
   data, stats = codec.compress(x, input_path)
   with open(output_path, "wb") as f:
     f.write(data)
-  scored = (x != 0).astype(np.float32).reshape(len(x), *m.event_shape)
+  scored = (x.astype(np.float32) / 255 if codec.eight_bit
+            else (x != 0).astype(np.float32)).reshape(len(x), *m.event_shape)
   nelbo = float(np.mean(m.score(scored)["nelbo"], dtype=np.float64))
   out = {**stats.to_dict(), "nelbo_bits_per_dim": float(
       losses.bits_per_dim(nelbo, codec.num_dims))}

@@ -86,7 +86,8 @@ def base(kind: str = "vae") -> ml_collections.ConfigDict:
   c.model.activation = "gelu"
   c.model.code_activation = "none"  # Autoencoders: none | sigmoid | relu
   # auto: bernoulli for images, gaussian with a learned per-feature std
-  # (learn_scale per_pixel) for tables. Or bernoulli | gaussian.
+  # (learn_scale per_pixel) for tables. Or bernoulli | gaussian |
+  # discretized_gaussian (uint8 images: 256 levels).
   c.model.likelihood = "auto"
   c.model.gaussian_scale = 1.0  # Gaussian std (initial, if learned).
   c.model.learn_scale = "none"  # Gaussian: none | global | per_pixel

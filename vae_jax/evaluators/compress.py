@@ -3,7 +3,8 @@
 For every model of the group, the first `evals.compress.num_examples` test
 images (0: all; the fixed binarized test set) are compressed with
 `vae_jax.bbans.Codec` and decompressed again; a round trip that is not exact
-is a bug and raises. Metrics: `net_bits_per_dim` (the compressed words less
+is a bug and raises (Bernoulli VAEs of binary images, and VAEs of uint8
+images with a discretized Gaussian decoder). Metrics: `net_bits_per_dim` (the compressed words less
 the initial ones, the rate that BB-ANS reports), `file_bits_per_dim` (the
 whole file: header, initial words, checksum), `initial_bits`, and the
 encoding and decoding speed in images per second. Compare them with the
@@ -40,10 +41,15 @@ class Evaluator:
 
   @staticmethod
   def applies(ctx: common.Context) -> bool:
-    """Bernoulli VAEs on binary images (the only models it can code)."""
+    """VAEs of binary images with a Bernoulli decoder, or of uint8 images
+    with a discretized Gaussian one (the models it can code)."""
     likelihood = models.resolve_likelihood(ctx.config.model,
                                            ctx.data.event_shape)[0]
-    return (ctx.is_vae and likelihood == "bernoulli"
+    if not ctx.is_vae:
+      return False
+    if likelihood == "discretized_gaussian":
+      return ctx.data.test_x.dtype == np.uint8
+    return (likelihood == "bernoulli"
             and (ctx.data.binarization != "none" or ctx.data.is_binary))
 
   @staticmethod
