@@ -4,6 +4,7 @@ The model is the session's small trained run (`trained_small`, shared with
 test_train.py); its binarized test images are what is coded.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -100,6 +101,15 @@ def test_settings_are_checked():
               dict(posterior_precision=25), dict(block_size=0)):
     with pytest.raises(UserError, match="compress"):
       bbans.Settings(**bad).validate()
+
+
+def test_a_workdir_from_before_compression_gets_its_defaults(tmp_path):
+  old = config_lib.base().to_dict()
+  del old["evals"]["compress"]  # As written before this evaluator existed.
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  config = workdir_lib.load_config(str(tmp_path))
+  assert config.evals.compress.to_dict() == (
+      config_lib.base().evals.compress.to_dict())
 
 
 # ----------------------------------------------------------------------------
