@@ -283,6 +283,8 @@ def test_bits_per_dim_only_where_nats_are_code_lengths():
   assert _dataset("dequantize").bits_per_dim(nats, "gaussian") == (
       pytest.approx(8.25))
   # A density of x / 255, or a Gaussian on binary values: no bits.
+  assert _dataset("none").bits_per_dim(nats, "discretized_gaussian") == (
+      pytest.approx(0.25))
   assert _dataset("none").bits_per_dim(nats, "gaussian") is None
   assert _dataset("dynamic").bits_per_dim(nats, "gaussian") is None
   assert "no bits/dim" in _dataset("none").units("gaussian")

@@ -158,6 +158,25 @@ def test_gaussian_log_prob_scalar_log_scale_counts_every_dimension():
       got, np.full(2, -24 * (math.log(2.0) + 0.5 * _LOG_2PI)), rtol=1e-6)
 
 
+@pytest.mark.parametrize("mean,scale", [(0.3, 0.05), (-0.2, 0.01),
+                                        (1.3, 0.2), (0.0, 0.01)])
+def test_discretized_gaussian_is_a_distribution_over_256_levels(mean, scale):
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  levels = jnp.arange(256, dtype=jnp.float32) / 255
+  log_p = losses.discretized_gaussian_log_prob(
+      levels, jnp.full(256, mean), jnp.log(jnp.float32(scale)), 0)
+  p = np.exp(np.asarray(log_p, np.float64))
+  edges = (np.arange(257) - 0.5) / 255
+  edges[0], edges[-1] = -np.inf, np.inf  # The tails go to 0 and 255.
+  np.testing.assert_allclose(p, np.diff(stats.norm.cdf(edges, mean, scale)),
+                             atol=2e-7)
+  assert p.sum() == pytest.approx(1.0, abs=1e-6)
+  assert np.all(np.isfinite(np.asarray(log_p)))  # Far bins too.
+  grad = jax.grad(lambda m: jnp.sum(losses.discretized_gaussian_log_prob(
+      levels, m, jnp.log(jnp.float32(scale)), 0)))(jnp.full(256, mean))
+  assert np.all(np.isfinite(np.asarray(grad)))
+
+
 def test_diag_and_std_normal_log_prob_match_formula():
   rng = np.random.default_rng(4)
   z = rng.normal(size=(4, 3)).astype(np.float32)

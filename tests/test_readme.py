@@ -35,7 +35,9 @@ def _commands() -> list[list[str]]:
           if args.strip() not in ("", "...")]  # Prose mentions.
 
 
-COMMANDS = _commands()
+CODEC_MODULES = ("vae_jax.compress", "vae_jax.decompress")
+CODEC_COMMANDS = [c for c in _commands() if c[0] in CODEC_MODULES]
+COMMANDS = [c for c in _commands() if c[0] not in CODEC_MODULES]
 
 
 def _value(text: str):
@@ -52,6 +54,17 @@ def test_readme_names_only_existing_commands():
   assert modules <= {"vae_jax.main", "vae_jax.sweep"}, modules
   assert len(COMMANDS) >= 10
   assert "vae_jax.evaluate" not in README
+  assert CODEC_COMMANDS  # The Compression section's.
+
+
+@pytest.mark.parametrize("argv", CODEC_COMMANDS,
+                         ids=lambda c: " ".join(c)[:80])
+def test_readme_codec_commands_use_known_flags(argv):
+  module, *args = argv
+  flags = {a[2:].partition("=")[0] for a in args}
+  assert flags <= {"workdir", "input", "output", "mode", "latent_bits",
+                   "posterior_precision", "block_size"}, (module, flags)
+  assert {"workdir", "input", "output"} <= flags, argv
 
 
 @pytest.mark.parametrize("argv", COMMANDS, ids=lambda c: " ".join(c)[:80])

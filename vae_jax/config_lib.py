@@ -87,7 +87,8 @@ def base(kind: str = "vae") -> ml_collections.ConfigDict:
   c.model.activation = "gelu"
   c.model.code_activation = "none"  # Autoencoders: none | sigmoid | relu
   # auto: bernoulli for images, gaussian with a learned per-feature std
-  # (learn_scale per_pixel) for tables. Or bernoulli | gaussian.
+  # (learn_scale per_pixel) for tables. Or bernoulli | gaussian |
+  # discretized_gaussian (uint8 images: 256 levels).
   c.model.likelihood = "auto"
   c.model.gaussian_scale = 1.0  # Gaussian std (initial, if learned).
   c.model.learn_scale = "none"  # Gaussian: none | global | per_pixel
@@ -159,6 +160,17 @@ def base(kind: str = "vae") -> ml_collections.ConfigDict:
       # The threshold's false-positive rate on the validation split's normal
       # examples (data.validation_fraction > 0).
       "target_fpr": 0.05,
+  })
+
+  # Lossless bits-back coding (vae_jax/bbans.py, vae_jax/compress.py) of the
+  # test set: net bits/dim, initial bits, images/s. Its settings are also
+  # what `python -m vae_jax.compress` uses.
+  c.evals.compress = ml_collections.ConfigDict({
+      "enabled": False, "every_steps": 0,
+      "latent_bits": 8,  # 2^latent_bits buckets of equal prior mass per unit.
+      "posterior_precision": 20,  # q(bucket|x) in counts summing to 2^this.
+      "block_size": 100,  # Images per network call and chain step.
+      "num_examples": 0,  # The first test examples coded; 0: all.
   })
 
   c.sweep = ml_collections.ConfigDict()

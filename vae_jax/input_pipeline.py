@@ -91,8 +91,8 @@ class Dataset:
     """Nats per example as bits per dimension of the data, or None where
     they would not be bits of the data.
 
-    Binary inputs under a Bernoulli likelihood: nats / (D ln 2).
-    Dequantized 8-bit pixels under a continuous likelihood (a density of
+    Binary inputs under a Bernoulli likelihood, or 8-bit pixels under a
+    discretized Gaussian: nats / (D ln 2). Dequantized 8-bit pixels under a continuous likelihood (a density of
     y = (x + u) / 256 on [0, 1)^D): nats / (D ln 2) + 8, the convention of
     the literature for 8-bit images (Theis et al. 2016: -log2 of the
     density of 256 y, which bounds the bits of the discrete x). Anything
@@ -102,6 +102,8 @@ class Dataset:
     bits = nats / (self.num_dims * np.log(2.0))
     if likelihood == "bernoulli" and (
         self.binarization in ("dynamic", "static") or self.is_binary):
+      return float(bits)
+    if likelihood == "discretized_gaussian":  # Probabilities of 8-bit x.
       return float(bits)
     if likelihood != "bernoulli" and self.binarization == "dequantize":
       return float(bits + 8.0)
@@ -116,6 +118,10 @@ class Dataset:
     if likelihood == "bernoulli":
       return (f"{name}: nats per example; bits_per_dim = {name} / (D ln 2) "
               "of the binary data")
+    if likelihood == "discretized_gaussian":
+      return (f"{name}: nats per example of the 8-bit data (a discretized "
+              f"Gaussian over the 256 levels); bits_per_dim = {name} / "
+              "(D ln 2)")
     return (f"{name}: nats per example of the density of the dequantized "
             "inputs (x + u) / 256; bits_per_dim = nats / (D ln 2) + 8, bits "
             "of the 8-bit data")
@@ -327,6 +333,12 @@ def check_likelihood(data: Dataset, likelihood: str, is_vae: bool) -> None:
   Autoencoders may use it as a cross-entropy reconstruction loss on gray
   values.
   """
+  if likelihood == "discretized_gaussian" and data.test_x.dtype != np.uint8:
+    raise UserError(
+        "model.likelihood='discretized_gaussian' is a distribution over the "
+        f"256 levels of 8-bit pixels, but {data.name} holds "
+        f"{data.test_x.dtype} values: give uint8 images, or use "
+        "model.likelihood='gaussian'.")
   if likelihood != "bernoulli":
     return
   lo, hi = data.value_range

@@ -19,7 +19,7 @@ from vae_jax import layers
 from vae_jax import losses
 from vae_jax.errors import UserError
 
-LIKELIHOODS = ("auto", "bernoulli", "gaussian")
+LIKELIHOODS = ("auto", "bernoulli", "gaussian", "discretized_gaussian")
 ACTIVATIONS = {
     "relu": nn.relu, "elu": nn.elu, "gelu": nn.gelu, "tanh": jnp.tanh,
     "softplus": nn.softplus, "swish": nn.swish,
@@ -37,8 +37,10 @@ class Posterior:
 class Likelihood:
   """Parameters of p(x|z) for a batch of latents.
 
-  `name` selects the family: "bernoulli" (`loc` holds logits) or "gaussian"
-  (`loc` holds the mean, `log_scale` the log standard deviation).
+  `name` selects the family: "bernoulli" (`loc` holds logits), "gaussian"
+  (`loc` holds the mean, `log_scale` the log standard deviation) or
+  "discretized_gaussian" (the same parameters, over the 256 levels of 8-bit
+  data, `losses.discretized_gaussian_log_prob`).
   """
   loc: jax.Array  # [..., *event]
   log_scale: jax.Array  # broadcastable to loc; unused for bernoulli
@@ -49,6 +51,9 @@ class Likelihood:
     """log p(x|z) per example in nats, `[...]`."""
     if self.name == "bernoulli":
       return losses.bernoulli_log_prob(self.loc, x, self.event_ndim)
+    if self.name == "discretized_gaussian":
+      return losses.discretized_gaussian_log_prob(
+          x, self.loc, self.log_scale, self.event_ndim)
     return losses.gaussian_log_prob(x, self.loc, self.log_scale,
                                     self.event_ndim)
 

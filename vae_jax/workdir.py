@@ -38,7 +38,7 @@ ADDED_FIELDS = ("data.source", "data.path", "data.test_path",
                 "data.test_fraction", "data.split_seed", "data.label_column",
                 "data.train_classes", "data.test_classes", "data.standardize",
                 "data.validation_fraction", "training.num_steps",
-                "evals.anomaly.")
+                "evals.anomaly.", "evals.compress.")
 # Fields a resumed run may change: they alter what is logged, evaluated or
 # where data is read from, not what any step computes. Any other difference
 # is an error: the length of a run (training.num_epochs, num_steps) sets the

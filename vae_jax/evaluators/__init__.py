@@ -13,6 +13,7 @@ import ml_collections
 from vae_jax.errors import UserError
 from vae_jax.evaluators import anomaly
 from vae_jax.evaluators import common
+from vae_jax.evaluators import compress
 from vae_jax.evaluators import elbo
 from vae_jax.evaluators import images
 from vae_jax.evaluators import nll
@@ -29,6 +30,7 @@ REGISTRY = {
     "nll": nll.Evaluator,
     "images": images.Evaluator,
     "anomaly": anomaly.Evaluator,
+    "compress": compress.Evaluator,
 }
 
 

@@ -1,0 +1,13 @@
+r"""Decompresses a file made by `vae_jax.compress` (see its docstring).
+
+  python -m vae_jax.decompress --workdir=W --input=images.vae --output=out.npz
+"""
+
+import functools
+
+from absl import app
+
+from vae_jax import compress
+
+if __name__ == "__main__":
+  app.run(functools.partial(compress.main, mode="decompress"))
