@@ -18,6 +18,7 @@ from scipy import special
 from conftest import REPO
 from test_train import trained_small  # pylint: disable=unused-import
 from vae_jax import bbans
+from vae_jax import bbans_file
 from vae_jax import config_lib
 from vae_jax import losses
 from vae_jax import models
@@ -138,7 +139,7 @@ def test_round_trip_is_exact_at_the_elbo_rate(model):
   assert 0 < stats.initial_bits <= 32 * 8 * codec.latent_dim
   assert stats.file_bytes == len(data)
   assert dec_stats.payload_bits == stats.payload_bits
-  header = bbans.read_header(data)
+  header = bbans_file.read_header(data)
   assert sum(header["block_sizes"]) == NUM_IMAGES
   assert header["block_sizes"][0] < max(header["block_sizes"])  # The ramp.
 

@@ -39,17 +39,13 @@ bits the first block's posterior draws consume); decoding ends with exactly
 those words left on the stack, which is checked. Net bits are the
 compressed words less these initial ones.
 
-File layout (little-endian): MAGIC, a uint16 format version, a uint32
-header length, the header (JSON: parameter hash, shapes, settings), the
-compressed uint32 words, and the SHA-256 of everything before it.
+The file layout: `vae_jax.bbans_file`.
 """
 
 import dataclasses
 import functools
 import hashlib
-import json
 import math
-import struct
 import time
 from typing import Any
 
@@ -59,16 +55,13 @@ import jax.scipy.special  # pylint: disable=unused-import
 import numpy as np
 from scipy import special
 
+from vae_jax import bbans_file
 from vae_jax import losses
 from vae_jax import models
 from vae_jax.errors import UserError
 
-MAGIC = b"VAEJAXBB"
 # The decoders whose pixels can be coded: binary images, 8-bit images.
 PIXEL_MODELS = ("bernoulli", "discretized_gaussian")
-FORMAT_VERSION = 1
-_PREFIX = struct.Struct("<8sHI")  # magic, version, header length
-_DIGEST = 32  # SHA-256 of everything before it, at the end of the file.
 _INITIAL_SEED = 0x5EED  # The initial words; decoding checks it gets them back.
 
 
@@ -219,17 +212,6 @@ def draw_cost(counts: jax.Array, precision: int
   return jnp.sum(mean, axis=-1), jnp.sum(var, axis=-1)
 
 
-def params_hash(params: Any, event_shape: tuple[int, ...]) -> str:
-  """SHA-256 (hex) of a model's parameters (names, dtypes, shapes, values)
-  and the data's event shape: the model a file was compressed with."""
-  h = hashlib.sha256(json.dumps(list(event_shape)).encode())
-  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-    a = np.asarray(leaf)
-    h.update(f"{jax.tree_util.keystr(path)}:{a.dtype.str}:{a.shape}".encode())
-    h.update(np.ascontiguousarray(a).tobytes())
-  return h.hexdigest()
-
-
 @dataclasses.dataclass(frozen=True)
 class BinaryArray:
   """How a binary array is stored: restored exactly by `restore`."""
@@ -288,7 +270,7 @@ class Codec:
     self.event_shape = tuple(event_shape)
     self.num_dims = math.prod(self.event_shape)
     self.latent_dim = model.encoder.latent_dim
-    self.params_hash = params_hash(params, self.event_shape)
+    self.params_hash = bbans_file.params_hash(params, self.event_shape)
     self._centres = bucket_centres(settings.latent_bits)
     self._encode = jax.jit(functools.partial(
         _encode, model, latent_bits=settings.latent_bits,
@@ -448,7 +430,7 @@ class Codec:
     words = np.asarray(coder.get_compressed(), np.uint32)
     seconds = time.perf_counter() - start
     header = {
-        "format": "vae_jax BB-ANS", "version": FORMAT_VERSION,
+        "format": "vae_jax BB-ANS", "version": bbans_file.FORMAT_VERSION,
         "params_sha256": self.params_hash,
         "event_shape": list(self.event_shape), "latent_dim": self.latent_dim,
         "array": {"shape": list(layout.shape), "dtype": layout.dtype,
@@ -459,7 +441,7 @@ class Codec:
         "pixels": self.pixels,
         "images_sha256": hashlib.sha256(bits.astype(np.uint8)).hexdigest(),
     }
-    data = _pack(header, words)
+    data = bbans_file.pack(header, words)
     return data, Stats(len(x), self.num_dims, len(data), 32 * len(words),
                        32 * num_initial, seconds)
 
@@ -472,7 +454,7 @@ class Codec:
         another model (parameter hash), or one whose images do not decode
         to their checksum (another platform's arithmetic).
     """
-    header, words = _unpack(data, where)
+    header, words = bbans_file.unpack(data, where)
     if header["params_sha256"] != self.params_hash:
       raise UserError(
           f"{where} was compressed with another model (parameters "
@@ -531,41 +513,3 @@ def _decode(model, params, z, *, pixels):
   levels = jnp.arange(256, dtype=jnp.float32) / 255.0
   log_p = losses.discretized_gaussian_log_prob(levels, loc, log_scale, 0)
   return quantize(jnp.exp(log_p), 24)
-
-
-def _pack(header: dict[str, Any], words: np.ndarray) -> bytes:
-  text = json.dumps(header, sort_keys=True).encode()
-  body = (_PREFIX.pack(MAGIC, FORMAT_VERSION, len(text)) + text
-          + words.astype("<u4").tobytes())
-  return body + hashlib.sha256(body).digest()
-
-
-def read_header(data: bytes, where: str = "the input") -> dict[str, Any]:
-  """The header of a compressed file's bytes (checked as `decompress` does).
-
-  Raises:
-    UserError: not a vae_jax BB-ANS file, another format version, or a
-      corrupted file (its SHA-256 does not match).
-  """
-  return _unpack(data, where)[0]
-
-
-def _unpack(data: bytes, where: str) -> tuple[dict[str, Any], np.ndarray]:
-  if len(data) < _PREFIX.size + _DIGEST or data[:8] != MAGIC:
-    raise UserError(f"{where} is not a file written by vae_jax.compress.")
-  _, version, length = _PREFIX.unpack_from(data)
-  if version != FORMAT_VERSION:
-    raise UserError(f"{where} has format version {version}; this vae_jax "
-                    f"reads version {FORMAT_VERSION}.")
-  body, digest = data[:-_DIGEST], data[-_DIGEST:]
-  if hashlib.sha256(body).digest() != digest:
-    raise UserError(f"{where} is corrupted (its SHA-256 checksum does not "
-                    "match its contents).")
-  text = body[_PREFIX.size:_PREFIX.size + length]
-  header = json.loads(text)
-  words = np.frombuffer(body[_PREFIX.size + length:], "<u4").astype(np.uint32)
-  if len(words) != header["num_words"]:
-    raise UserError(f"{where} is truncated or corrupted (it holds "
-                    f"{len(words)} words, its header says "
-                    f"{header['num_words']}).")
-  return header, words

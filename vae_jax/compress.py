@@ -120,13 +120,14 @@ def decompress_file(workdir: str, input_path: str, output_path: str) -> dict:
     UserError: a missing, foreign or corrupted file, or one compressed with
       another model.
   """
-  from vae_jax import bbans  # pylint: disable=g-import-not-at-top
+  from vae_jax import bbans_file  # pylint: disable=g-import-not-at-top
   from vae_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   if not os.path.isfile(input_path):
     raise UserError(f"{input_path} does not exist.")
   with open(input_path, "rb") as f:
     data = f.read()
-  bbans.read_header(data, input_path)  # A foreign file fails before loading.
+  # A foreign file fails before the model loads.
+  bbans_file.read_header(data, input_path)
   _, codec = _codec(workdir)
   x, stats = codec.decompress(data, input_path)
   _write_array(output_path, x)
@@ -146,4 +147,4 @@ def main(argv, mode: str | None = None):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)
