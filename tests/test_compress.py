@@ -18,6 +18,7 @@ from scipy import special
 from conftest import REPO
 from test_train import trained_small  # pylint: disable=unused-import
 from vae_jax import bbans
+from vae_jax import bbans_counts
 from vae_jax import bbans_file
 from vae_jax import config_lib
 from vae_jax import losses
@@ -59,22 +60,22 @@ def _assert_one_clear_error(result, words):
 
 
 def test_buckets_have_equal_prior_mass():
-  edges = bbans.bucket_edges(4)
+  edges = bbans_counts.bucket_edges(4)
   assert edges[0] == -np.inf and edges[-1] == np.inf
   np.testing.assert_allclose(np.diff(special.ndtr(edges)), 1 / 16,
                              rtol=1e-12)
-  centres = bbans.bucket_centres(4)
+  centres = bbans_counts.bucket_centres(4)
   assert np.all((centres > edges[:-1]) & (centres < edges[1:]))
 
 
 def test_posterior_counts_are_the_gaussian_mass_of_each_bucket():
   mean = np.array([[0.0, 1.3, -2.5, 0.2]], np.float32)
   log_var = np.log(np.array([[1.0, 0.01, 0.3, 4.0]], np.float32))
-  counts = np.asarray(bbans.posterior_counts(mean, log_var, 6, 20))
+  counts = np.asarray(bbans_counts.posterior_counts(mean, log_var, 6, 20))
   assert counts.shape == (1, 4, 64) and counts.dtype == np.int32
   np.testing.assert_array_equal(counts.sum(-1), 2**20)
   assert counts.min() >= 1  # Every bucket stays codable.
-  edges = bbans.bucket_edges(6)
+  edges = bbans_counts.bucket_edges(6)
   sigma = np.exp(0.5 * log_var.astype(np.float64))
   mass = np.diff(special.ndtr((edges[None, None] - mean[..., None])
                               / sigma[..., None]), axis=-1)
@@ -91,7 +92,7 @@ def test_posterior_counts_are_the_gaussian_mass_of_each_bucket():
 
 def test_draw_cost_is_the_entropy_in_bits():
   counts = np.full((1, 3, 16), 2**16, np.int32)  # Uniform: 4 bits per unit.
-  mean, var = bbans.draw_cost(counts, 20)
+  mean, var = bbans_counts.draw_cost(counts, 20)
   np.testing.assert_allclose(mean, [12.0], rtol=1e-6)
   np.testing.assert_allclose(var, [0.0], atol=1e-4)
 
