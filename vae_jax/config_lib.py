@@ -160,6 +160,21 @@ def base(kind: str = "vae") -> ml_collections.ConfigDict:
       "target_fpr": 0.05,
   })
 
+  # Latent maps (vae_jax/evaluators/latent_maps.py): scatter of the test
+  # codes by label, decoded manifold, traversals, interpolations, and the
+  # scatter across training. Images only.
+  c.evals.latent_maps = ml_collections.ConfigDict({
+      "enabled": True, "every_steps": 5000,
+      "projection": "pca",  # pca | tsne: a latent of > 2 dims to 2-D.
+      "num_points": 5000,  # The first test examples, in the scatters.
+      "grid_size": 15,  # The manifold: grid_size x grid_size decodings.
+      "num_steps": 11,  # Traversal and interpolation columns.
+      "traversal_range": 3.0,  # VAE traversals over [-r, r].
+      "max_units": 10,  # Traversal rows: the active units by KL.
+      "num_pairs": 4,  # Interpolated pairs of test examples.
+      "max_panels": 10,  # The scatter across training: panels shown.
+  })
+
   c.sweep = ml_collections.ConfigDict()
   c.sweep.max_group_size = 8  # Models per compiled program.
 
@@ -173,6 +188,7 @@ def base(kind: str = "vae") -> ml_collections.ConfigDict:
     c.training.num_epochs = 20.0
     c.evals.elbo.every_steps = 2000
     c.evals.images.every_steps = 2000
+    c.evals.latent_maps.every_steps = 2000
     c.evals.nll.enabled = False  # Autoencoders have no likelihood of x.
   elif kind != "vae":
     raise ValueError(f"kind must be 'vae' or 'ae', got {kind!r}.")
@@ -191,7 +207,7 @@ def runlocal(config: ml_collections.ConfigDict) -> None:
   config.training.log_every_steps = 20
   config.training.checkpoint_every_steps = 50
   config.optimizer.warmup_steps = 10
-  for name in ("elbo", "images"):
+  for name in ("elbo", "images", "latent_maps"):
     config.evals[name].every_steps = 50
   config.evals.nll.num_samples = min(config.evals.nll.num_samples, 100)
   config.evals.anomaly.num_samples = min(config.evals.anomaly.num_samples, 10)

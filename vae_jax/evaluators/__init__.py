@@ -15,6 +15,7 @@ from vae_jax.evaluators import anomaly
 from vae_jax.evaluators import common
 from vae_jax.evaluators import elbo
 from vae_jax.evaluators import images
+from vae_jax.evaluators import latent_maps
 from vae_jax.evaluators import nll
 
 Context = common.Context
@@ -29,6 +30,7 @@ REGISTRY = {
     "nll": nll.Evaluator,
     "images": images.Evaluator,
     "anomaly": anomaly.Evaluator,
+    "latent_maps": latent_maps.Evaluator,
 }
 
 
