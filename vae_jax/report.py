@@ -171,9 +171,16 @@ class _Doc:
     with open(os.path.join(self.workdir, HTML), "w") as f:
       f.write(f"<!doctype html>\n<html><head><meta charset=utf-8>"
               f"<title>{html.escape(title)}</title><style>{_CSS}</style>"
-              "</head><body>\n" + "\n".join(self.html) + "\n</body></html>\n")
+              "</head><body>\n" + "\n".join(self.html) + "\n"
+              f"<script>{_CHECK_IMAGES}</script></body></html>\n")
 
 
+# Marks the page once loaded: `data-images-ok="N/M"` images decoded (a
+# headless browser's test reads it, `tests/test_report.py`).
+_CHECK_IMAGES = ("window.addEventListener('load',function(){var i=document"
+                 ".images,n=0;for(var k=0;k<i.length;k++)if(i[k].complete&&"
+                 "i[k].naturalWidth>0)n++;document.body.setAttribute("
+                 "'data-images-ok',n+'/'+i.length);});")
 _CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;"
         "padding:0 1em;color:#222}table{border-collapse:collapse;margin:.5em 0}"
         "td,th{border:1px solid #ccc;padding:2px 8px;font-size:13px;"
