@@ -175,6 +175,12 @@ def base(kind: str = "vae") -> ml_collections.ConfigDict:
       "max_panels": 10,  # The scatter across training: panels shown.
   })
 
+  # AE vs PCA (vae_jax/evaluators/ae_pca.py): squared error per image and
+  # PSNR of the model and of PCA at its code size, on the test set. On for
+  # autoencoders.
+  c.evals.ae_pca = ml_collections.ConfigDict(
+      {"enabled": False, "every_steps": 0})
+
   c.sweep = ml_collections.ConfigDict()
   c.sweep.max_group_size = 8  # Models per compiled program.
 
@@ -190,6 +196,7 @@ def base(kind: str = "vae") -> ml_collections.ConfigDict:
     c.evals.images.every_steps = 2000
     c.evals.latent_maps.every_steps = 2000
     c.evals.nll.enabled = False  # Autoencoders have no likelihood of x.
+    c.evals.ae_pca.enabled = True
   elif kind != "vae":
     raise ValueError(f"kind must be 'vae' or 'ae', got {kind!r}.")
   return c

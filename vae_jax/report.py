@@ -46,7 +46,8 @@ from vae_jax.errors import UserError
 HTML, MARKDOWN, CURVES = "report.html", "report.md", "report_curves.png"
 # Labels of how a number was obtained that are numbers themselves.
 LABEL_FIELDS = ("num_examples", "num_samples", "chunk_size",
-                "num_latent_samples", "active_unit_threshold")
+                "num_latent_samples", "active_unit_threshold",
+                "pca_components")
 # Curves: panel title -> the metrics.jsonl keys drawn in it, if present.
 CURVE_PANELS = {
     "loss": ("train/loss", "elbo/loss"),

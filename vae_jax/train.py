@@ -354,6 +354,10 @@ def summary_line(name: str, metrics: dict[str, float]) -> str:
             if k.endswith("_auroc")}
   if aurocs:
     return "AUROC (%) " + ", ".join(f"{k} {v:.2f}" for k, v in aurocs.items())
+  if "pca_sse" in metrics:
+    return (f"squared error per image {metrics['sse']:.3f} (PCA "
+            f"{metrics['pca_sse']:.3f}), PSNR {metrics['psnr']:.2f} dB "
+            f"(PCA {metrics['pca_psnr']:.2f})")
   if "psnr" in metrics:
     line = (f"reconstruction {metrics['recon']:.3f} nats, "
             f"PSNR {metrics['psnr']:.2f} dB")

@@ -40,7 +40,8 @@ ADDED_FIELDS = ("data.source", "data.path", "data.test_path",
                 "data.test_fraction", "data.split_seed", "data.label_column",
                 "data.train_classes", "data.test_classes", "data.standardize",
                 "data.validation_fraction", "training.num_steps",
-                "evals.anomaly.", "evals.latent_maps.")
+                "evals.anomaly.", "evals.latent_maps.",
+                "evals.ae_pca.")
 # Fields a resumed run may change: they alter what is logged, evaluated or
 # how long it runs, not what a step computes. Any other difference is an
 # error.

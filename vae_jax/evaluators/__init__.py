@@ -11,6 +11,7 @@ from absl import logging
 import ml_collections
 
 from vae_jax.errors import UserError
+from vae_jax.evaluators import ae_pca
 from vae_jax.evaluators import anomaly
 from vae_jax.evaluators import common
 from vae_jax.evaluators import elbo
@@ -31,6 +32,7 @@ REGISTRY = {
     "images": images.Evaluator,
     "anomaly": anomaly.Evaluator,
     "latent_maps": latent_maps.Evaluator,
+    "ae_pca": ae_pca.Evaluator,
 }
 
 
