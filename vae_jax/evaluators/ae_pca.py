@@ -102,7 +102,8 @@ class Evaluator:
 
   def compile(self, state: steps.TrainState) -> None:
     self._reconstruct = self._reconstruct.lower(
-        self.ctx.select(state.params, 0), self.x[:self.batch_size]).compile()
+        self.ctx.select(state.params, 0), sharding.global_array(
+            self.x[:self.batch_size], self.ctx.mesh.replicated)).compile()
 
   def _reconstruct_all(self, params) -> np.ndarray:
     n, b = len(self.x), self.batch_size
@@ -113,8 +114,9 @@ class Evaluator:
       if m < b:  # One compiled shape: pad the last batch.
         batch = np.concatenate([batch, np.zeros((b - m, *batch.shape[1:]),
                                                 batch.dtype)])
-      out.append(np.asarray(sharding.to_host(
-          self._reconstruct(params, batch)))[:m])
+      out.append(np.asarray(sharding.to_host(self._reconstruct(
+          params, sharding.global_array(batch,
+                                        self.ctx.mesh.replicated))))[:m])
     return np.concatenate(out)
 
   def run(self, state: steps.TrainState) -> list[common.Output]:

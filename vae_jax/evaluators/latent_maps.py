@@ -168,11 +168,12 @@ class Evaluator:
 
   def compile(self, state: steps.TrainState) -> None:
     params = self.ctx.select(state.params, 0)
-    self._encode = self._encode.lower(params,
-                                      self.x[:self.batch_size]).compile()
+    self._encode = self._encode.lower(params, sharding.global_array(
+        self.x[:self.batch_size], self.ctx.mesh.replicated)).compile()
     z = self.ctx.config.model.latent_dim
-    self._decode = self._decode.lower(
-        params, np.zeros((self.num_decoded, z), np.float32)).compile()
+    self._decode = self._decode.lower(params, sharding.global_array(
+        np.zeros((self.num_decoded, z), np.float32),
+        self.ctx.mesh.replicated)).compile()
 
   def _encode_all(self, params) -> tuple[np.ndarray, np.ndarray]:
     """(means, log-variances) `[N, Z]` of the points, in fixed-size
@@ -185,7 +186,8 @@ class Evaluator:
         batch = np.concatenate(
             [batch, np.zeros((b - len(batch), *batch.shape[1:]),
                              batch.dtype)])
-      mean, log_var = sharding.to_host(self._encode(params, batch))
+      mean, log_var = sharding.to_host(self._encode(
+          params, sharding.global_array(batch, self.ctx.mesh.replicated)))
       means.append(np.asarray(mean)[:min(b, n - start)])
       log_vars.append(np.asarray(log_var)[:min(b, n - start)])
     return np.concatenate(means), np.concatenate(log_vars)
@@ -260,7 +262,8 @@ class Evaluator:
         np.float32)
     padded = np.zeros((self.num_decoded, z_dim), np.float32)
     padded[:len(z_all)] = z_all
-    decoded = np.asarray(sharding.to_host(self._decode(params, padded)))
+    decoded = np.asarray(sharding.to_host(self._decode(
+        params, sharding.global_array(padded, self.ctx.mesh.replicated))))
     decoded = np.clip(decoded, 0.0, 1.0)
     n_grid, n_trav = len(grid), len(traversals) * e.num_steps
     what = ("z at Gaussian quantiles" if is_vae
@@ -282,7 +285,10 @@ class Evaluator:
            else "its 1-99% range")
         + f" from test example 0's {'posterior mean' if is_vae else 'code'}",
         row_labels=[f"z_{d + 1} ({score} {importance_per_unit[d]:.2g})"
-                    for d in units])
+                    for d in units],
+        col_labels=([f"{v + 0.0:.2g}" for v in np.round(np.linspace(
+            -e.traversal_range, e.traversal_range, e.num_steps), 6)]
+                    if is_vae else None))
     if interpolations:
       inner = decoded[n_grid + n_trav:len(z_all)].reshape(
           len(interpolations), e.num_steps, *decoded.shape[1:])
