@@ -29,6 +29,7 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
+import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -53,6 +54,8 @@ _DEEP_EPOCHS = flags.DEFINE_float("deep_epochs", 50.0,
                                   "Epochs of each deep autoencoder.")
 _LINEAR_SIZES = flags.DEFINE_list("linear_sizes", list(map(str, CODE_SIZES)),
                                   "Code sizes of the linear autoencoders.")
+_REWRITE = flags.DEFINE_bool(
+    "rewrite", False, "Rewrite the .md and .png from the saved .json only.")
 _DEEP_SIZES = flags.DEFINE_list("deep_sizes", list(map(str, CODE_SIZES)),
                                 "Code sizes of the deep autoencoders.")
 
@@ -121,9 +124,12 @@ def write(rows: list[dict], out: str, wall_s: float) -> None:
       cells.append(f"{r['sse']:.2f} ({r['psnr']:.2f} dB), {r['epochs']:g} "
                    f"epochs" if r else "not run")
     lines.append(f"| {k} | " + " | ".join(cells) + " |")
-  lines += ["", "Largest principal angle between the linear AE's subspace "
-            "and PCA's (degrees): " + ", ".join(
-                f"k={r['k']}: {max(r['principal_angles_deg']):.2f}"
+  lines += ["", "Principal angles between the linear AE's subspace and "
+            "PCA's (degrees; median, largest, and how many exceed 5): "
+            + "; ".join(
+                f"k={r['k']}: {np.median(r['principal_angles_deg']):.2f}, "
+                f"{max(r['principal_angles_deg']):.2f}, "
+                f"{sum(a > 5 for a in r['principal_angles_deg'])}"
                 for r in rows if r["kind"] == "linear"),
             "", "Hinton and Salakhutdinov (2006, Fig. 2B), 30-D: " + ", ".join(
                 f"{k} {v:.2f}" for k, v in PUBLISHED_30D.items()) + "."]
@@ -152,6 +158,12 @@ def write(rows: list[dict], out: str, wall_s: float) -> None:
 
 def main(argv):
   del argv
+  if _REWRITE.value:  # The files again from ae_vs_pca.json, no training.
+    with open(os.path.join(_OUT.value, "ae_vs_pca.json")) as f:
+      saved = json.load(f)
+    sys.argv = saved["meta"]["command"].split()[1:]
+    write(saved["rows"], _OUT.value, saved["meta"]["wall_s"])
+    return
   start = time.time()
   rows = []
   for k in map(int, _LINEAR_SIZES.value):

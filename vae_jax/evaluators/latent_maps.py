@@ -12,8 +12,9 @@ Figures, for every model (images written to `images/` by the loop):
   latent_manifold          decodings E[x|z] of a grid of z. VAE: the grid is
                            at Gaussian quantiles Phi^-1(linspace(0.05, 0.95))
                            of p(z) = N(0, I) (Kingma and Welling 2014,
-                           Fig. 4) over the latent's two dimensions, or, for
-                           more than two, over the two with the highest mean
+                           Fig. 4) over the latent's two dimensions (z_1 on
+                           the x axis, as in the scatter), or, for more than
+                           two, over the two with the highest mean
                            KL(q(z_d|x) || p(z_d)), the others at 0. AE: over
                            the 1st-99th percentile range of the codes of the
                            two dimensions with the highest code variance,
@@ -223,7 +224,9 @@ class Evaluator:
 
     # The decodings: grid, traversals, interpolations.
     z_dim = means.shape[1]
-    dims = order[:2] if z_dim >= 2 else order[:1]
+    # A 2-D latent keeps its axes (as in the scatter); a larger one shows
+    # its two most informative units.
+    dims = np.arange(min(z_dim, 2)) if z_dim <= 2 else order[:2]
     if is_vae:
       axis_values = [gaussian_quantile_grid(e.grid_size)] * 2
       base = np.zeros(z_dim, np.float32)
