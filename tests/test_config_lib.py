@@ -48,8 +48,9 @@ def test_base_ae_is_the_vae_base_with_an_autoencoder():
   assert not models.is_vae(ae.model) and ae.objective.name == "ae"
   assert not ae.evals.nll.enabled  # An autoencoder has no likelihood.
   assert config_lib.differences(vae, ae) == [
-      "data.binarization", "evals.elbo.every_steps",
-      "evals.images.every_steps", "evals.nll.enabled", "model.hidden",
+      "data.binarization", "evals.ae_pca.enabled", "evals.elbo.every_steps",
+      "evals.images.every_steps", "evals.latent_maps.every_steps",
+      "evals.nll.enabled", "model.hidden",
       "model.latent_dim", "model.name", "objective.name",
       "optimizer.warmup_steps", "training.num_epochs"]
   with pytest.raises(ValueError, match="kind"):

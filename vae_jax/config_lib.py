@@ -173,6 +173,27 @@ def base(kind: str = "vae") -> ml_collections.ConfigDict:
       "num_examples": 0,  # The first test examples coded; 0: all.
   })
 
+  # Latent maps (vae_jax/evaluators/latent_maps.py): scatter of the test
+  # codes by label, decoded manifold, traversals, interpolations, and the
+  # scatter across training. Images only.
+  c.evals.latent_maps = ml_collections.ConfigDict({
+      "enabled": True, "every_steps": 5000,
+      "projection": "pca",  # pca | tsne: a latent of > 2 dims to 2-D.
+      "num_points": 5000,  # The first test examples, in the scatters.
+      "grid_size": 15,  # The manifold: grid_size x grid_size decodings.
+      "num_steps": 11,  # Traversal and interpolation columns.
+      "traversal_range": 3.0,  # VAE traversals over [-r, r].
+      "max_units": 10,  # Traversal rows: the active units by KL.
+      "num_pairs": 4,  # Interpolated pairs of test examples.
+      "max_panels": 10,  # The scatter across training: panels shown.
+  })
+
+  # AE vs PCA (vae_jax/evaluators/ae_pca.py): squared error per image and
+  # PSNR of the model and of PCA at its code size, on the test set. On for
+  # autoencoders.
+  c.evals.ae_pca = ml_collections.ConfigDict(
+      {"enabled": False, "every_steps": 0})
+
   c.sweep = ml_collections.ConfigDict()
   c.sweep.max_group_size = 8  # Models per compiled program.
 
@@ -186,7 +207,9 @@ def base(kind: str = "vae") -> ml_collections.ConfigDict:
     c.training.num_epochs = 20.0
     c.evals.elbo.every_steps = 2000
     c.evals.images.every_steps = 2000
+    c.evals.latent_maps.every_steps = 2000
     c.evals.nll.enabled = False  # Autoencoders have no likelihood of x.
+    c.evals.ae_pca.enabled = True
   elif kind != "vae":
     raise ValueError(f"kind must be 'vae' or 'ae', got {kind!r}.")
   return c
@@ -204,7 +227,7 @@ def runlocal(config: ml_collections.ConfigDict) -> None:
   config.training.log_every_steps = 20
   config.training.checkpoint_every_steps = 50
   config.optimizer.warmup_steps = 10
-  for name in ("elbo", "images"):
+  for name in ("elbo", "images", "latent_maps"):
     config.evals[name].every_steps = 50
   config.evals.nll.num_samples = min(config.evals.nll.num_samples, 100)
   config.evals.anomaly.num_samples = min(config.evals.anomaly.num_samples, 10)

@@ -7,7 +7,9 @@ import functools
 
 from absl import app
 
+from vae_jax import cli
 from vae_jax import compress
 
 if __name__ == "__main__":
-  app.run(functools.partial(compress.main, mode="decompress"))
+  app.run(functools.partial(compress.main, mode="decompress"),
+          flags_parser=cli.parse_flags)

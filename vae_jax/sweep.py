@@ -35,6 +35,7 @@ from ml_collections import config_flags
 
 from vae_jax import cli
 from vae_jax import config_lib
+from vae_jax import report
 from vae_jax import steps
 from vae_jax import sweep_report
 from vae_jax import workdir as workdir_lib
@@ -132,6 +133,7 @@ def _main(config_path, config, workdir):
   if _INDEX.value is None and jax.process_index() == 0:
     rows = sweep_report.summarize(workdir)
     logging.info("Summary of %d points in %s/summary.md.", len(rows), workdir)
+    logging.info("Report: %s", report.write(workdir))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from vae_jax import input_pipeline
 from vae_jax import models
 from vae_jax import objectives
 from vae_jax import optim
+from vae_jax import report
 from vae_jax import sharding
 from vae_jax import steps
 from vae_jax import trained
@@ -132,7 +133,7 @@ def _train_locked(configs: list[ml_collections.ConfigDict],
   # Evaluators (they check what they need of the data: before writing).
   evals = evaluators.create(evaluators.Context(
       configs=list(configs), model=model, objective=objective, data=data,
-      mesh=mesh))
+      mesh=mesh, workdirs=list(workdirs)))
 
   # The workdirs: nothing is written before this point.
   for w in workdirs:
@@ -177,6 +178,7 @@ def _train_locked(configs: list[ml_collections.ConfigDict],
       *states)
   for c, w in zip(configs, workdirs):
     workdir_lib.write_config(w, c)
+    workdir_lib.write_provenance(w)
 
   # The compiled chunk of steps, and the batches it reads.
   step_fn = model_step(objective, tx, schedule)
@@ -296,6 +298,7 @@ def _train_locked(configs: list[ml_collections.ConfigDict],
     mw.close()
     per_model = {name: outputs[i] for name, outputs in final.items()}
     workdir_lib.write_results(w, results(c, total, per_model))
+    report.write(w)
     out.append({name: o.metrics for name, o in per_model.items()})
   return out
 
@@ -370,6 +373,7 @@ def evaluate(config: ml_collections.ConfigDict,
   model = trained.load(workdir, config=config)
   per_model = model.evaluate()
   for name, o in per_model.items():
+    writers.write_image_files(workdir, model.step, o.images, name)
     if o.metrics:
       logging.info("%s at step %d: %s", name, model.step,
                    summary_line(name, o.metrics))
@@ -379,6 +383,7 @@ def evaluate(config: ml_collections.ConfigDict,
     if old.get("step") == model.step:  # Keeps evaluators not run now.
       new = {**old, **new}
   workdir_lib.write_results(workdir, new)
+  report.write(workdir)
   return {name: o.metrics for name, o in per_model.items()}
 
 
@@ -403,6 +408,10 @@ def summary_line(name: str, metrics: dict[str, float]) -> str:
             if k.endswith("_auroc")}
   if aurocs:
     return "AUROC (%) " + ", ".join(f"{k} {v:.2f}" for k, v in aurocs.items())
+  if "pca_sse" in metrics:
+    return (f"squared error per image {metrics['sse']:.3f} (PCA "
+            f"{metrics['pca_sse']:.3f}), PSNR {metrics['psnr']:.2f} dB "
+            f"(PCA {metrics['pca_psnr']:.2f})")
   if "psnr" in metrics:
     line = (f"reconstruction loss {metrics['recon']:.3f}, "
             f"PSNR {metrics['psnr']:.2f} dB")
@@ -419,7 +428,7 @@ def _write_outputs(metric_writers, step: int, name: str,
                if isinstance(v, (int, float))}
     if scalars:
       w.write_scalars(step, scalars)
-    w.write_images(step, o.images)
+    w.write_images(step, o.images, evaluator=name)
     w.flush()
   if outputs[0].metrics:
     logging.info("%s at step %d: %s", name, step,

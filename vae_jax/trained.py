@@ -51,7 +51,9 @@ class TrainedModel:
 
   def __init__(self, config: ml_collections.ConfigDict,
                model: models.VAE | models.Autoencoder, params: Any, step: int,
-               data: input_pipeline.Dataset, mesh: sharding.Mesh):
+               data: input_pipeline.Dataset, mesh: sharding.Mesh,
+               workdir: str | None = None):
+    self.workdir = workdir
     self.config, self.model, self.params, self.step = (config, model, params,
                                                        step)
     self.data = data
@@ -224,7 +226,8 @@ class TrainedModel:
     """
     ctx = evaluators.Context(configs=[self.config], model=self.model,
                              objective=self._objective, data=self.data,
-                             mesh=self._mesh)
+                             mesh=self._mesh,
+                             workdirs=[self.workdir] if self.workdir else None)
     keys = steps.Keys.from_seed(self.config.seed)
     stacked = lambda tree: jax.tree.map(
         lambda a: sharding.global_array(np.asarray(a)[None],
@@ -274,4 +277,4 @@ def load(workdir: str, step: int | None = None,
   params = workdir_lib.restore_checked(workdir_lib.checkpoint_manager(workdir), step,
                                like, params_only=True)
   mesh = sharding.create(config.training.model_axis_size)
-  return TrainedModel(config, model, params, step, data, mesh)
+  return TrainedModel(config, model, params, step, data, mesh, workdir)

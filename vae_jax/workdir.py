@@ -4,6 +4,8 @@
     DIR/checkpoints/    Orbax checkpoints of the train state, one per step
     DIR/results.json    the evaluators' final numbers, labelled
     DIR/metrics.jsonl   every logged scalar (`writers.MetricWriter`)
+    DIR/provenance.jsonl  one line per start: command line, code version
+    DIR/report.html, DIR/report.md  the run report (`vae_jax.report`)
     DIR/images/, DIR/tb/
 
 Only process 0 writes config.json and results.json; every process writes its
@@ -11,10 +13,14 @@ part of the checkpoints, to a workdir on a shared file system.
 """
 
 import contextlib
+import datetime
 import fcntl
 import json
 import os
+import shlex
 import shutil
+import subprocess
+import sys
 import tempfile
 from typing import Any
 
@@ -29,6 +35,7 @@ from vae_jax.errors import UserError
 
 CONFIG = "config.json"
 WINDOWS = "train_windows.json"
+PROVENANCE = "provenance.jsonl"
 RESULTS = "results.json"
 STANDARDIZATION = "standardization.json"
 # Fields added to the schema since config.json files were first written,
@@ -38,7 +45,8 @@ ADDED_FIELDS = ("data.source", "data.path", "data.test_path",
                 "data.test_fraction", "data.split_seed", "data.label_column",
                 "data.train_classes", "data.test_classes", "data.standardize",
                 "data.validation_fraction", "training.num_steps",
-                "evals.anomaly.", "evals.compress.")
+                "evals.anomaly.", "evals.compress.", "evals.latent_maps.",
+                "evals.ae_pca.")
 # Fields a resumed run may change: they alter what is logged, evaluated or
 # where data is read from, not what any step computes. Any other difference
 # is an error: the length of a run (training.num_epochs, num_steps) sets the
@@ -137,6 +145,54 @@ def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   if jax.process_index() == 0:
     with open(os.path.join(workdir, CONFIG), "w") as f:
       f.write(config.to_json(indent=2))
+
+
+def code_version() -> dict[str, Any]:
+  """The vae_jax source's git commit and whether it had local changes
+  (`{"git_commit": hash or None, "git_dirty": bool or None}`); None where
+  the code is not a git checkout or git is missing."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    run = lambda *a: subprocess.run(["git", "-C", root, *a], check=True,
+                                    capture_output=True, text=True,
+                                    timeout=10).stdout.strip()
+    return {"git_commit": run("rev-parse", "HEAD"),
+            "git_dirty": bool(run("status", "--porcelain", "--",
+                                  "vae_jax", "configs"))}
+  except (OSError, subprocess.SubprocessError):
+    return {"git_commit": None, "git_dirty": None}
+
+
+def command_line() -> str:
+  """This process's command line as one would type it again: `python -m
+  vae_jax.<module> ...` for the vae_jax entry points."""
+  argv = list(sys.argv)
+  script = os.path.abspath(argv[0]) if argv else ""
+  parts = os.path.normpath(script).split(os.sep)
+  if len(parts) >= 2 and parts[-2] == "vae_jax" and script.endswith(".py"):
+    argv = ["python", "-m", f"vae_jax.{parts[-1][:-3]}", *argv[1:]]
+  return " ".join(shlex.quote(a) for a in argv)
+
+
+def write_provenance(workdir: str) -> None:
+  """Appends this start's command line, code version and time to
+  `provenance.jsonl` (process 0): the first line is the run's command."""
+  if jax.process_index() != 0:
+    return
+  line = {"command": command_line(), **code_version(),
+          "started": datetime.datetime.now(datetime.timezone.utc).isoformat(
+              timespec="seconds")}
+  with open(os.path.join(workdir, PROVENANCE), "a") as f:
+    f.write(json.dumps(line) + "\n")
+
+
+def read_provenance(workdir: str) -> list[dict[str, Any]]:
+  """The lines of `provenance.jsonl`, oldest first; [] if there is none."""
+  path = os.path.join(workdir, PROVENANCE)
+  if not os.path.isfile(path):
+    return []
+  with open(path) as f:
+    return [json.loads(l) for l in f if l.strip()]
 
 
 def check_compatible(config: ml_collections.ConfigDict, workdir: str) -> None:

@@ -52,6 +52,27 @@ def save_png(path: str, grid: np.ndarray) -> None:
     plt.imsave(path, grid)
 
 
+IMAGE_INDEX = "index.jsonl"  # In images/: which evaluator drew each file.
+
+
+def write_image_files(workdir: str, step: int, images: dict[str, np.ndarray],
+                      evaluator: str = "") -> None:
+  """Writes `[H, W, C]` grids in [0, 1] as `workdir/images/<name>_<step>.png`
+  and records each file's evaluator in `images/index.jsonl` (one JSON line
+  per file written: `evaluator`, `name`, `step`, `file`), from which the run
+  report groups the figures. Process 0 only."""
+  if jax.process_index() != 0 or not images:
+    return
+  folder = os.path.join(workdir, "images")
+  os.makedirs(folder, exist_ok=True)
+  with open(os.path.join(folder, IMAGE_INDEX), "a") as f:
+    for name, grid in images.items():
+      file = f"{name}_{step:08d}.png"
+      save_png(os.path.join(folder, file), grid)
+      f.write(json.dumps({"evaluator": evaluator, "name": name, "step": step,
+                          "file": file}) + "\n")
+
+
 def truncate_jsonl(path: str, max_step: int) -> None:
   """Drops lines logged after `max_step` (work lost by a crash, redone now)."""
   if not os.path.exists(path):
@@ -94,15 +115,16 @@ class MetricWriter:
         for k, v in scalars.items():
           self._tf.summary.scalar(k, v, step=step)
 
-  def write_images(self, step: int, images: dict[str, np.ndarray]) -> None:
-    """Writes `[H, W, C]` grids in [0, 1] as PNG files and TB images."""
+  def write_images(self, step: int, images: dict[str, np.ndarray],
+                   evaluator: str = "") -> None:
+    """Writes `[H, W, C]` grids in [0, 1] as PNG files (`write_image_files`)
+    and TB images."""
     if not self.enabled:
       return
-    for name, grid in images.items():
-      save_png(os.path.join(self.workdir, "images",
-                            f"{name}_{step:08d}.png"), grid)
-      if self._tb is not None:
-        with self._tb.as_default():
+    write_image_files(self.workdir, step, images, evaluator)
+    if self._tb is not None:
+      with self._tb.as_default():
+        for name, grid in images.items():
           self._tf.summary.image(name, np.clip(grid, 0, 1)[None], step=step)
 
   def flush(self) -> None:

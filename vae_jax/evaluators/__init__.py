@@ -11,11 +11,13 @@ from absl import logging
 import ml_collections
 
 from vae_jax.errors import UserError
+from vae_jax.evaluators import ae_pca
 from vae_jax.evaluators import anomaly
 from vae_jax.evaluators import common
 from vae_jax.evaluators import compress
 from vae_jax.evaluators import elbo
 from vae_jax.evaluators import images
+from vae_jax.evaluators import latent_maps
 from vae_jax.evaluators import nll
 
 Context = common.Context
@@ -31,6 +33,8 @@ REGISTRY = {
     "images": images.Evaluator,
     "anomaly": anomaly.Evaluator,
     "compress": compress.Evaluator,
+    "latent_maps": latent_maps.Evaluator,
+    "ae_pca": ae_pca.Evaluator,
 }
 
 

@@ -31,6 +31,10 @@ class Context:
   objective: objectives.Objective
   data: input_pipeline.Dataset
   mesh: sharding.Mesh
+  # Each model's run directory (where an evaluator may keep what it needs
+  # across evaluations, e.g. `latent_maps.npz`); None from the Python API
+  # without a workdir.
+  workdirs: list[str] | None = None
 
   @property
   def config(self) -> ml_collections.ConfigDict:
