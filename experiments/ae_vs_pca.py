@@ -43,21 +43,23 @@ CODE_SIZES = (2, 5, 10, 20, 30, 50)
 # image of 30-D codes.
 PUBLISHED_30D = {"PCA": 13.87, "logistic PCA": 8.01, "deep autoencoder": 3.00}
 
-_WORKDIR = flags.DEFINE_string(
-    "workdir", os.path.join(REPO, "workdirs", "ae_vs_pca"),
-    "Where the runs train (subdirectories linear_<k>/ and deep_<k>/).")
-_OUT = flags.DEFINE_string("out", os.path.join(REPO, "experiments", "results"),
-                           "Where the result files go.")
-_LINEAR_EPOCHS = flags.DEFINE_float("linear_epochs", 20.0,
-                                    "Epochs of each linear autoencoder.")
-_DEEP_EPOCHS = flags.DEFINE_float("deep_epochs", 50.0,
-                                  "Epochs of each deep autoencoder.")
-_LINEAR_SIZES = flags.DEFINE_list("linear_sizes", list(map(str, CODE_SIZES)),
-                                  "Code sizes of the linear autoencoders.")
-_REWRITE = flags.DEFINE_bool(
-    "rewrite", False, "Rewrite the .md and .png from the saved .json only.")
-_DEEP_SIZES = flags.DEFINE_list("deep_sizes", list(map(str, CODE_SIZES)),
-                                "Code sizes of the deep autoencoders.")
+def _define_flags() -> None:
+  # Defined only when this file runs as a program: tests import it next to
+  # modules that define --workdir (vae_jax.sweep, vae_jax.main).
+  flags.DEFINE_string(
+      "workdir", os.path.join(REPO, "workdirs", "ae_vs_pca"),
+      "Where the runs train (subdirectories linear_<k>/ and deep_<k>/).")
+  flags.DEFINE_string("out", os.path.join(REPO, "experiments", "results"),
+                      "Where the result files go.")
+  flags.DEFINE_float("linear_epochs", 20.0,
+                     "Epochs of each linear autoencoder.")
+  flags.DEFINE_float("deep_epochs", 50.0, "Epochs of each deep autoencoder.")
+  flags.DEFINE_list("linear_sizes", list(map(str, CODE_SIZES)),
+                    "Code sizes of the linear autoencoders.")
+  flags.DEFINE_bool(
+      "rewrite", False, "Rewrite the .md and .png from the saved .json only.")
+  flags.DEFINE_list("deep_sizes", list(map(str, CODE_SIZES)),
+                    "Code sizes of the deep autoencoders.")
 
 
 def model_config(kind: str, k: int, epochs: float
@@ -83,7 +85,7 @@ def model_config(kind: str, k: int, epochs: float
 
 
 def run_one(kind: str, k: int, epochs: float) -> dict:
-  workdir = os.path.join(_WORKDIR.value, f"{kind}_{k}")
+  workdir = os.path.join(flags.FLAGS.workdir, f"{kind}_{k}")
   start = time.time()
   if workdir_lib.is_done(workdir):
     logging.info("%s: finished, reusing.", workdir)
@@ -158,22 +160,23 @@ def write(rows: list[dict], out: str, wall_s: float) -> None:
 
 def main(argv):
   del argv
-  if _REWRITE.value:  # The files again from ae_vs_pca.json, no training.
-    with open(os.path.join(_OUT.value, "ae_vs_pca.json")) as f:
+  if flags.FLAGS.rewrite:  # The files again from ae_vs_pca.json, no training.
+    with open(os.path.join(flags.FLAGS.out, "ae_vs_pca.json")) as f:
       saved = json.load(f)
     sys.argv = saved["meta"]["command"].split()[1:]
-    write(saved["rows"], _OUT.value, saved["meta"]["wall_s"])
+    write(saved["rows"], flags.FLAGS.out, saved["meta"]["wall_s"])
     return
   start = time.time()
   rows = []
-  for k in map(int, _LINEAR_SIZES.value):
-    rows.append(run_one("linear", k, _LINEAR_EPOCHS.value))
+  for k in map(int, flags.FLAGS.linear_sizes):
+    rows.append(run_one("linear", k, flags.FLAGS.linear_epochs))
     logging.info("linear k=%d: %s", k, rows[-1])
-  for k in map(int, _DEEP_SIZES.value):
-    rows.append(run_one("deep", k, _DEEP_EPOCHS.value))
+  for k in map(int, flags.FLAGS.deep_sizes):
+    rows.append(run_one("deep", k, flags.FLAGS.deep_epochs))
     logging.info("deep k=%d: %s", k, rows[-1])
-  write(rows, _OUT.value, time.time() - start)
+  write(rows, flags.FLAGS.out, time.time() - start)
 
 
 if __name__ == "__main__":
-  app.run(lambda argv: cli.run(main, argv))
+  _define_flags()
+  app.run(lambda argv: cli.run(main, argv), flags_parser=cli.parse_flags)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -112,27 +113,29 @@ def _two_processes(workdir, overrides):
 
 
 def test_two_processes_train_checkpoint_resume_and_match_one(tmp_path):
-  # Constant schedule, so stopping at step 20 and extending to 40 is the
-  # same run as going to 40 at once. The evaluators, the importance-sampled
-  # NLL (k = 10) included, run at the last step on the first 1000 test
-  # images, split over the processes.
+  # Trained to step 40, then, as if killed after its step-30 checkpoint
+  # (the step-40 checkpoint and results removed), resumed to 40. The
+  # evaluators, the importance-sampled NLL (k = 10) included, run at the
+  # last step on the first 1000 test images, split over the processes.
   common = {"data.num_shards": 2, "optimizer.schedule": "constant",
             "training.log_every_steps": 5, "training.steps_per_call": 5,
             "training.checkpoint_every_steps": 10, **LAST_STEP_EVALS,
             "data.eval_split": "test[:1000]", "evals.nll.enabled": True,
-            "evals.nll.num_samples": 10}
+            "evals.nll.num_samples": 10, "training.num_epochs": 40 / 468}
   two = str(tmp_path / "two")
-  log = _two_processes(two, {**common, "training.num_epochs": 20 / 468})
+  log = _two_processes(two, common)
   assert "Process 0 of 2" in log and "on 2 device(s)" in log
-  assert max(_losses(two)) == 20
-  assert "nll at step 20: IS-NLL" in log
-  assert workdir_lib.read_results(two)["step"] == 20
-  log = _two_processes(two, {**common, "training.num_epochs": 40 / 468})
-  assert "Resumed from the checkpoint at step 20" in log
+  assert max(_losses(two)) == 40
+  assert "nll at step 40: IS-NLL" in log
+  assert workdir_lib.read_results(two)["step"] == 40
+  shutil.rmtree(os.path.join(two, "checkpoints", "40"))
+  os.remove(os.path.join(two, "results.json"))
+  log = _two_processes(two, common)
+  assert "Resumed from the checkpoint at step 30" in log
   assert "nll at step 40: IS-NLL" in log
 
   one = str(tmp_path / "one")
-  out = run_cli(one, {**common, "training.num_epochs": 40 / 468})
+  out = run_cli(one, common)
   assert out.returncode == 0, out.stderr[-3000:]
   l1, l2 = _losses(one), _losses(two)
   assert sorted(l1) == sorted(l2) == list(range(5, 41, 5))

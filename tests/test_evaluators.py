@@ -116,7 +116,8 @@ def test_estimate_does_not_depend_on_chunk_or_batch_size(run):
   config = small_config(**{**RUN, "evals.nll.chunk_size": 5,
                            "eval.batch_size": 500,
                            "evals.elbo.enabled": False,
-                           "evals.images.enabled": False})
+                           "evals.images.enabled": False,
+                           "evals.latent_maps.enabled": False})
   final = train.evaluate(config, workdir)
   assert set(final) == {"nll"}
   nll, expected = final["nll"], trained["nll"]

@@ -283,7 +283,8 @@ def _train_locked(configs: list[ml_collections.ConfigDict],
         host = sharding.to_host(sums)
         for i, (w, m) in enumerate(zip(workdirs, managers)):
           workdir_lib.write_window(w, step, window_step,
-                                   {k: v[i] for k, v in host.items()})
+                                   {k: v[i] for k, v in host.items()},
+                                   m.all_steps())
           workdir_lib.save(m, step, steps.index(state, i))
   finally:
     # Commits checkpoints in flight, also when training stops on an error.

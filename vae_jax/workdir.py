@@ -296,15 +296,15 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
 
 
 def write_window(workdir: str, step: int, window_step: int,
-                 sums: dict[str, Any]) -> None:
+                 sums: dict[str, Any], saved: list[int]) -> None:
   """Records the training-metric window open at the checkpoint of `step`:
   the step of the last log and the metrics' float32 sums since then. Written
-  before the checkpoint is saved; entries of steps no longer saved are
-  dropped."""
+  before the checkpoint is saved; entries of steps not in `saved` (the
+  manager's steps) are dropped."""
   if jax.process_index() != 0:
     return
   path = os.path.join(workdir, WINDOWS)
-  kept = set(map(str, checkpoint_steps(workdir)))
+  kept = set(map(str, saved))
   windows = {k: v for k, v in _read_windows(path).items() if k in kept}
   windows[str(step)] = {"window_step": int(window_step),
                         "sums": {k: float(v) for k, v in sums.items()}}
