@@ -377,7 +377,7 @@ def evaluate(config: ml_collections.ConfigDict,
     writers.write_image_files(workdir, model.step, o.images, name)
     if o.metrics:
       logging.info("%s at step %d: %s", name, model.step,
-                   summary_line(name, o.metrics))
+                   evaluators.summary_line(name, o.metrics))
   new = results(config, model.step, per_model)
   if workdir_lib.is_done(workdir):
     old = workdir_lib.read_results(workdir)
@@ -396,32 +396,6 @@ def results(config: ml_collections.ConfigDict, step: int,
              if o.metrics}}
 
 
-def summary_line(name: str, metrics: dict[str, float]) -> str:
-  """An evaluator's headline numbers, for the log."""
-  bits = lambda name: (f" ({metrics[name]:.4f} bits/dim)"
-                        if name in metrics else "")
-  if "nll" in metrics:
-    return (f"IS-NLL {metrics['nll']:.3f} +- {metrics['nll_stderr']:.3f} "
-            f"nats{bits('nll_bits_per_dim')}")
-  if "nelbo" in metrics:
-    return f"-ELBO {metrics['nelbo']:.3f} nats{bits('bits_per_dim')}"
-  aurocs = {k[:-len("_auroc")]: v for k, v in metrics.items()
-            if k.endswith("_auroc")}
-  if aurocs:
-    return "AUROC (%) " + ", ".join(f"{k} {v:.2f}" for k, v in aurocs.items())
-  if "pca_sse" in metrics:
-    return (f"squared error per image {metrics['sse']:.3f} (PCA "
-            f"{metrics['pca_sse']:.3f}), PSNR {metrics['psnr']:.2f} dB "
-            f"(PCA {metrics['pca_psnr']:.2f})")
-  if "psnr" in metrics:
-    line = (f"reconstruction loss {metrics['recon']:.3f}, "
-            f"PSNR {metrics['psnr']:.2f} dB")
-    if "psnr_input" in metrics:
-      line += f" (corrupted input {metrics['psnr_input']:.2f} dB)"
-    return line
-  return name
-
-
 def _write_outputs(metric_writers, step: int, name: str,
                    outputs: list[evaluators.Output]) -> None:
   for w, o in zip(metric_writers, outputs):
@@ -433,7 +407,7 @@ def _write_outputs(metric_writers, step: int, name: str,
     w.flush()
   if outputs[0].metrics:
     logging.info("%s at step %d: %s", name, step,
-                 summary_line(name, outputs[0].metrics))
+                 evaluators.summary_line(name, outputs[0].metrics))
 
 
 def _check_group(configs: list[ml_collections.ConfigDict]) -> None:

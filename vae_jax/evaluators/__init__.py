@@ -65,3 +65,29 @@ def create(ctx: Context) -> dict:
       continue
     out[name] = cls(entry, ctx)
   return out
+
+
+def summary_line(name: str, metrics: dict[str, float]) -> str:
+  """An evaluator's headline numbers, for the log."""
+  bits = lambda name: (f" ({metrics[name]:.4f} bits/dim)"
+                        if name in metrics else "")
+  if "nll" in metrics:
+    return (f"IS-NLL {metrics['nll']:.3f} +- {metrics['nll_stderr']:.3f} "
+            f"nats{bits('nll_bits_per_dim')}")
+  if "nelbo" in metrics:
+    return f"-ELBO {metrics['nelbo']:.3f} nats{bits('bits_per_dim')}"
+  aurocs = {k[:-len("_auroc")]: v for k, v in metrics.items()
+            if k.endswith("_auroc")}
+  if aurocs:
+    return "AUROC (%) " + ", ".join(f"{k} {v:.2f}" for k, v in aurocs.items())
+  if "pca_sse" in metrics:
+    return (f"squared error per image {metrics['sse']:.3f} (PCA "
+            f"{metrics['pca_sse']:.3f}), PSNR {metrics['psnr']:.2f} dB "
+            f"(PCA {metrics['pca_psnr']:.2f})")
+  if "psnr" in metrics:
+    line = (f"reconstruction loss {metrics['recon']:.3f}, "
+            f"PSNR {metrics['psnr']:.2f} dB")
+    if "psnr_input" in metrics:
+      line += f" (corrupted input {metrics['psnr_input']:.2f} dB)"
+    return line
+  return name
