@@ -92,6 +92,12 @@ class Context:
             **labels}
 
 
+def images_only(ctx: Context) -> bool:
+  """An evaluator's `applies` when it draws pictures of the examples: images
+  only, since a table's rows are not pictures."""
+  return ctx.data.kind == "image"
+
+
 @dataclasses.dataclass
 class Output:
   """What an evaluator reports for one model."""

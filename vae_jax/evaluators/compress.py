@@ -15,7 +15,6 @@ import ml_collections
 import numpy as np
 
 from vae_jax import bbans
-from vae_jax import models
 from vae_jax import steps
 from vae_jax.errors import UserError
 from vae_jax.evaluators import common
@@ -43,10 +42,9 @@ class Evaluator:
   def applies(ctx: common.Context) -> bool:
     """VAEs of binary images with a Bernoulli decoder, or of uint8 images
     with a discretized Gaussian one (the models it can code)."""
-    likelihood = models.resolve_likelihood(ctx.config.model,
-                                           ctx.data.event_shape)[0]
     if not ctx.is_vae:
       return False
+    likelihood = ctx.likelihood
     if likelihood == "discretized_gaussian":
       return ctx.data.test_x.dtype == np.uint8
     return (likelihood == "bernoulli"

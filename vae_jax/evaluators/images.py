@@ -47,10 +47,7 @@ class Evaluator:
 
     self._grids = jax.jit(grids)
 
-  @staticmethod
-  def applies(ctx: common.Context) -> bool:
-    """Images of images only: a table's rows are not pictures."""
-    return ctx.data.kind == "image"
+  applies = staticmethod(common.images_only)
 
   @staticmethod
   def validate(entry: ml_collections.ConfigDict,

@@ -145,10 +145,7 @@ class Evaluator:
     self.num_decoded = (e.grid_size**2 + min(e.max_units, z) * e.num_steps
                         + e.num_pairs * 2 * e.num_steps)
 
-  @staticmethod
-  def applies(ctx: common.Context) -> bool:
-    """Pictures of images only: a table's rows are not pictures."""
-    return ctx.data.kind == "image"
+  applies = staticmethod(common.images_only)
 
   @staticmethod
   def validate(entry: ml_collections.ConfigDict,
