@@ -1,24 +1,32 @@
-r"""Training throughput of the MLP VAE 784-500-20 (batch 128, dynamic binarization).
+r"""Training throughput: vae_jax end to end, its step alone, and PyTorch.
 
-  python experiments/benchmark_train.py [--epochs=5] [--rounds=3] \
-      [--baseline_rev=9848b40] [--out=experiments/results]
+  python experiments/benchmark_train.py [--epochs=5] [--rounds=5] \
+      [--repeats=20] [--out=experiments/results]
 
-Measures, in one run of this script:
-  * step alone, stacked `[1]` vs unstacked: the jitted chunk of
-    `training.steps_per_call` steps on a batch chunk already on the device,
-    once with the train state stacked `[1]` (`steps.train_chunk`, what
-    `train.py` runs for a single model) and once unstacked
-    (`steps.run_steps`, what the train loop ran before the renovation); the
-    calls alternate, and the ratio is the median over the pairs, with
-    quartiles.
-  * end to end, before vs after: `python -m vae_jax.main` of the same run
-    from the code at `--baseline_rev` (exported with `git archive`) and from
-    this tree, alternating over `--rounds` rounds; images/s of the whole
-    train loop from its first step to its last (host batching, transfers,
-    logging, evaluations and checkpoints included; start-up and compilation,
-    which happen before the first step, excluded), read from each run's
-    metrics.jsonl.
-Writes `benchmark_train.json` and `.md` to --out, with the device.
+The MLP VAE 784-500-20 (GELU, Bernoulli decoder, batch 128, dynamic
+binarization, Adam 5e-3 with 100 warm-up steps and cosine decay), measured
+in one run of this script, over --rounds rounds whose order of the three
+measurements rotates, so that each sees the same stretch of machine load:
+
+  * end to end: `python -m vae_jax.main` of that model for --epochs
+    (a subprocess, as a user runs it), with its metric logging every 200
+    steps, checkpoints and evaluations (test ELBO and image grids) every
+    1000 steps; images/s of the whole train loop from its first step to its
+    last, read from the run's metrics.jsonl (host batching, transfers,
+    logging, evaluations and checkpoints included; start-up and
+    compilation, which happen before the first step, excluded);
+  * step alone: the train loop's compiled chunk of `training.steps_per_call`
+    steps (`train.chunk_program`) called --repeats times on one chunk of
+    batches already on the device;
+  * PyTorch: `experiments/torch_vae.py`, the same model, loss, optimizer and
+    schedule for the same epochs, data in memory as tensors, no evaluation
+    (a subprocess; torch from the `bench` extra).
+
+Ratios (end to end / PyTorch, end to end / step alone) are taken per round
+and summarized by their median and quartiles. Also the matmul ceiling of
+one step: XLA's FLOP count of the compiled step against the matmul floor,
+the time its own dot shapes take alone in a dispatch-free loop
+(`matmul_ceiling.floor`). Writes `benchmark_train.json` and `.md` to --out.
 """
 
 import functools
@@ -33,11 +41,14 @@ import time
 from absl import app
 from absl import flags
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # pylint: disable=g-import-not-at-top,wrong-import-position
+import matmul_ceiling
 from vae_jax import config_lib
 from vae_jax import input_pipeline
 from vae_jax import models
@@ -49,25 +60,22 @@ from vae_jax import train
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _EPOCHS = flags.DEFINE_float("epochs", 5.0, "Epochs of each end-to-end run.")
-_ROUNDS = flags.DEFINE_integer("rounds", 3, "End-to-end runs of each code.")
-_REPEATS = flags.DEFINE_integer("repeats", 40, "Step-only pairs to time.")
-_BASELINE = flags.DEFINE_string(
-    "baseline_rev", "9848b40",
-    "Git revision of the 'before' code; empty to skip the end-to-end "
-    "comparison.")
+_ROUNDS = flags.DEFINE_integer("rounds", 5, "Rounds of the three.")
+_REPEATS = flags.DEFINE_integer("repeats", 20,
+                                "Step-alone chunk calls per round.")
+_TORCH = flags.DEFINE_bool("torch", True, "Time the PyTorch equivalent.")
 _OUT = flags.DEFINE_string("out", os.path.join(REPO, "experiments", "results"),
                            "Where the result files go.")
 
 CONFIG = os.path.join(REPO, "configs", "mnist_vae.py")
+BATCH = 128
 MODEL = {"model.hidden": (500,), "model.latent_dim": 20,
-         "training.batch_size": 128, "data.binarization": "dynamic",
-         "optimizer.learning_rate": 5e-3, "optimizer.warmup_steps": 100,
-         "training.log_every_steps": 200,
-         "training.checkpoint_every_steps": 1000}
-# The evaluation settings, as each code spells them.
-EVALS_AFTER = {"evals.elbo.every_steps": 1000, "evals.images.every_steps": 1000,
-               "evals.nll.enabled": False}
-EVALS_BEFORE = {"eval.every_steps": 1000, "eval.num_importance_samples": 0}
+         "training.batch_size": BATCH, "data.binarization": "dynamic",
+         "optimizer.learning_rate": 5e-3, "optimizer.warmup_steps": 100}
+LOOP = {"training.log_every_steps": 200,
+        "training.checkpoint_every_steps": 1000,
+        "evals.elbo.every_steps": 1000, "evals.images.every_steps": 1000,
+        "evals.latent_maps.enabled": False, "evals.nll.enabled": False}
 
 
 def _flags(overrides: dict) -> list[str]:
@@ -79,162 +87,199 @@ def _flags(overrides: dict) -> list[str]:
   return out
 
 
-def _loop_img_per_sec(workdir: str, batch_size: int) -> float:
+def _loop_img_per_sec(workdir: str) -> float:
   """Images over seconds of the logged windows (the whole loop)."""
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     rows = [json.loads(l) for l in f if "train/img_per_sec" in l]
   images, seconds, prev = 0, 0.0, 0
   for row in rows:
-    n = (row["step"] - prev) * batch_size
+    n = (row["step"] - prev) * BATCH
     images += n
     seconds += n / row["train/img_per_sec"]
     prev = row["step"]
   return images / seconds
 
 
-def end_to_end(epochs: float, rounds: int, baseline_rev: str) -> dict:
-  """Alternating runs of the before and after code, in subprocesses."""
-  with tempfile.TemporaryDirectory() as tmp:
-    before = os.path.join(tmp, "before")
-    os.makedirs(before)
-    archive = subprocess.run(["git", "-C", REPO, "archive", baseline_rev],
-                             capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", before], input=archive, check=True)
-    codes = {"before": (before, EVALS_BEFORE), "after": (REPO, EVALS_AFTER)}
-    out = {name: [] for name in codes}
-    for r in range(rounds):
-      for name in (("before", "after") if r % 2 == 0 else ("after", "before")):
-        root, evals = codes[name]
-        workdir = os.path.join(tmp, f"{name}_{r}")
-        cmd = [sys.executable, "-m", "vae_jax.main",
-               f"--config={os.path.join(root, 'configs', 'mnist_vae.py')}",
-               f"--workdir={workdir}",
-               *_flags({**MODEL, **evals, "training.num_epochs": epochs})]
-        start = time.time()
-        subprocess.run(cmd, cwd=root, check=True, capture_output=True,
-                       env={**os.environ, "PYTHONPATH": root})
-        out[name].append({"img_per_sec": _loop_img_per_sec(workdir, 128),
-                          "wall_seconds_incl_startup": time.time() - start})
-  ratios = [a["img_per_sec"] / b["img_per_sec"]
-            for a, b in zip(out["after"], out["before"])]
-  return {"epochs": epochs, "rounds": rounds, "baseline_rev": baseline_rev,
-          **out, "after_over_before": float(np.median(ratios)),
-          "ratios": ratios}
+def end_to_end(epochs: float, workdir: str) -> float:
+  """images/s of `python -m vae_jax.main`'s train loop."""
+  cmd = [sys.executable, "-m", "vae_jax.main", f"--config={CONFIG}",
+         f"--workdir={workdir}",
+         *_flags({**MODEL, **LOOP, "training.num_epochs": epochs})]
+  subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
+  return _loop_img_per_sec(workdir)
 
 
-def step_only(repeats: int) -> dict:
-  """A stacked [1] state against an unstacked one, paired."""
-  config = config_lib.get_config(CONFIG, None, MODEL)
-  config_lib.validate(config)
-  data = input_pipeline.load(config.data)
-  model = models.create_model(config.model, data.event_shape)
-  objective = objectives.create(config.objective, model)
-  _, total = train.schedule_length(config, data.num_train_examples)
-  tx, schedule = optim.create(config.optimizer, total)
-  mesh = sharding.create(1)
-  state = train.initial_states([config], model, tx, data.event_shape,
-                               mesh)[0]
-  step = train.model_step(objective, tx, schedule)
-  k = config.training.steps_per_call
-  images = train.batch_source(config, data, mesh)(0, k)
-  scalar = functools.partial(sharding.scalar, sharding=mesh.replicated)
+def pytorch(epochs: float) -> dict:
+  """experiments/torch_vae.py's JSON line."""
+  out = subprocess.run(
+      [sys.executable, os.path.join(REPO, "experiments", "torch_vae.py"),
+       f"--epochs={epochs}", "--hidden=500", "--latent_dim=20",
+       f"--batch_size={BATCH}", "--learning_rate=5e-3"],
+      cwd=REPO, check=True, capture_output=True, text=True).stdout
+  return json.loads(out.strip().splitlines()[-1])
 
-  names = steps.metric_names(objective, steps.stack([state]),
-                             (128, *data.event_shape))
 
-  class Program:
+class StepAlone:
+  """The train loop's compiled chunk, on one chunk of batches on device."""
 
-    def __init__(self, fn, state, shape):
-      self.fn, self.state = fn, state
-      self.sums = {n: jax.numpy.zeros(shape) for n in names}
-      self.finite = scalar(True)
-      self.call()  # Compiles.
+  def __init__(self):
+    config = config_lib.get_config(CONFIG, None, MODEL)
+    config_lib.validate(config)
+    data = input_pipeline.load(config.data)
+    model = models.create_model(config.model, data.event_shape)
+    objective = objectives.create(config.objective, model)
+    _, total = train.schedule_length(config, data.num_train_examples)
+    tx, schedule = optim.create(config.optimizer, total)
+    mesh = sharding.create(1)
+    state = train.initial_states([config], model, tx, data.event_shape,
+                                 mesh)[0]
+    self.step_fn = train.model_step(objective, tx, schedule)
+    self.k = config.training.steps_per_call
+    self.images = train.batch_source(config, data, mesh)(0, self.k)
+    self.scalar = functools.partial(sharding.scalar,
+                                    sharding=mesh.replicated)
+    names = steps.metric_names(objective, steps.stack([state]),
+                               (BATCH, *data.event_shape))
+    self.fn = train.chunk_program(config, self.step_fn, data.binarization)
+    self.state = steps.stack([state])
+    self.one_state = state
+    self.sums = {n: jnp.zeros((1,)) for n in names}
+    self.finite = self.scalar(True)
+    self.call()  # Compiles.
 
-    def call(self) -> float:
-      start = time.perf_counter()
-      self.state, self.sums, self.finite = self.fn(
-          self.state, images, scalar(k), scalar(0), self.sums, self.finite)
-      jax.block_until_ready(self.sums)
-      return time.perf_counter() - start
+  def call(self) -> float:
+    """Seconds per step of one chunk."""
+    start = time.perf_counter()
+    self.state, self.sums, self.finite = self.fn(
+        self.state, self.images, self.scalar(self.k), self.scalar(0),
+        self.sums, self.finite)
+    jax.block_until_ready(self.sums)
+    return (time.perf_counter() - start) / self.k
 
-  # The train loop's program on a stacked [1] state, and the one-model loop
-  # it runs inside, on an unstacked state (the loop before the renovation).
-  stacked = Program(train.chunk_program(config, step, data.binarization),
-                    steps.stack([state]), (1,))
-  plain = Program(jax.jit(functools.partial(
-      steps.run_steps, step_fn=step, binarization=config.data.binarization,
-      data_seed=config.data.shuffle_seed), donate_argnums=(0, 4)),
-                  jax.tree.map(jax.numpy.copy, state), ())
-  times = {"stacked": [], "unstacked": []}
-  for r in range(repeats):
-    order = ("stacked", "unstacked") if r % 2 == 0 else ("unstacked",
-                                                          "stacked")
-    for name in order:
-      times[name].append((stacked if name == "stacked" else plain).call())
-  ratios = np.array(times["stacked"]) / np.array(times["unstacked"])
-  median = {n: float(np.median(t)) for n, t in times.items()}
-  return {"steps_per_call": k, "repeats": repeats,
-          **{f"{n}_ms_per_step": 1e3 * m / k for n, m in median.items()},
-          **{f"{n}_img_per_sec": k * 128 / m for n, m in median.items()},
-          "stacked_over_unstacked": float(np.median(ratios)),
-          "ratio_quartiles": [float(q) for q in
-                              np.percentile(ratios, [25, 75])]}
+  def ceiling(self) -> dict:
+    """XLA's FLOPs of one step of one model, and its matmul floor."""
+    x = jnp.zeros((BATCH, 28, 28, 1), jnp.float32)
+    step = jax.jit(self.step_fn)
+    flops = matmul_ceiling.xla_flops(step.lower(self.one_state, x).compile())
+    return {"xla_flops": flops,
+            **matmul_ceiling.floor(self.step_fn, self.one_state, x)}
+
+
+def _summary(values) -> dict:
+  v = np.asarray(values, np.float64)
+  return {"median": float(np.median(v)),
+          "quartiles": [float(q) for q in np.percentile(v, [25, 75])]}
 
 
 def main(argv):
   del argv
   device = jax.devices()[0]
+  alone = StepAlone()
+  ceiling = alone.ceiling()
+  rounds = []
+  with tempfile.TemporaryDirectory() as tmp:
+    for r in range(_ROUNDS.value):
+      names = ["end_to_end", "step_alone"] + (["pytorch"] if _TORCH.value
+                                              else [])
+      order = names[r % len(names):] + names[:r % len(names)]
+      row = {"order": order}
+      for name in order:
+        if name == "end_to_end":
+          row[name] = end_to_end(_EPOCHS.value, os.path.join(tmp, f"e2e_{r}"))
+        elif name == "step_alone":
+          row[name] = BATCH / float(np.median(
+              [alone.call() for _ in range(_REPEATS.value)]))
+        else:
+          row["pytorch_run"] = pytorch(_EPOCHS.value)
+          row[name] = row["pytorch_run"]["img_per_sec"]
+      print(json.dumps(row), flush=True)
+      rounds.append(row)
+  ratios = {"end_to_end_over_step_alone": _summary(
+      [r["end_to_end"] / r["step_alone"] for r in rounds])}
+  if _TORCH.value:
+    ratios["end_to_end_over_pytorch"] = _summary(
+        [r["end_to_end"] / r["pytorch"] for r in rounds])
   results = {
-      "model": "MLP VAE 784-500-20, batch 128, dynamic binarization, adam",
+      "model": "MLP VAE 784-500-20 (GELU), batch 128, dynamic binarization, "
+               "Adam 5e-3",
       "device": f"{device.platform}: {device.device_kind}",
       "num_devices": jax.device_count(),
       "host": f"{platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} cores",
-      "jax": jax.__version__,
-      "step_only": step_only(_REPEATS.value),
+      "jax": jax.__version__, "epochs": _EPOCHS.value,
+      "steps_per_call": alone.k, "repeats": _REPEATS.value,
+      "rounds": rounds, "ratios": ratios,
+      "img_per_sec": {n: _summary([r[n] for r in rounds])
+                      for n in ("end_to_end", "step_alone", "pytorch")
+                      if n in rounds[0]},
+      "ceiling": ceiling,
   }
-  if _BASELINE.value:
-    results["end_to_end"] = end_to_end(_EPOCHS.value, _ROUNDS.value,
-                                       _BASELINE.value)
+  step_s = BATCH / results["img_per_sec"]["step_alone"]["median"]
+  ceiling["step_seconds"] = step_s
+  ceiling["step_gflops"] = ceiling["xla_flops"] / step_s / 1e9
+  ceiling["step_over_floor"] = step_s / ceiling["seconds"]
   os.makedirs(_OUT.value, exist_ok=True)
   with open(os.path.join(_OUT.value, "benchmark_train.json"), "w") as f:
     json.dump(results, f, indent=2)
-  s = results["step_only"]
-  lines = [
-      f"# Training throughput: {results['model']}", "",
-      f"Device: {results['device']} ({results['host']}), jax {results['jax']}.",
-      "Command: `python experiments/benchmark_train.py "
-      f"--epochs={_EPOCHS.value:g} --rounds={_ROUNDS.value} "
-      f"--repeats={_REPEATS.value} --baseline_rev={_BASELINE.value}`", "",
-      "Step alone (a chunk of "
-      f"{s['steps_per_call']} steps on device data, {s['repeats']} "
-      "alternating pairs):", "",
-      "| step | ms/step | images/s |", "| --- | ---: | ---: |",
-      f"| stacked [1] state, `steps.train_chunk` (the train loop now) | "
-      f"{s['stacked_ms_per_step']:.3f} | {s['stacked_img_per_sec']:,.0f} |",
-      f"| unstacked state, `steps.run_steps` (the train loop before) | "
-      f"{s['unstacked_ms_per_step']:.3f} | "
-      f"{s['unstacked_img_per_sec']:,.0f} |", "",
-      f"stacked / unstacked time per step: median "
-      f"**{s['stacked_over_unstacked']:.3f}** (quartiles "
-      f"{s['ratio_quartiles'][0]:.3f}-{s['ratio_quartiles'][1]:.3f}).", ""]
-  if "end_to_end" in results:
-    e = results["end_to_end"]
-    lines += [
-        f"End to end, `python -m vae_jax.main`, {e['epochs']:g} epochs "
-        "(evaluations every 1000 steps and checkpoints included), "
-        f"{e['rounds']} alternating rounds:", "",
-        "| round | before (" + e["baseline_rev"] + ") images/s | after "
-        "images/s | after / before |", "| ---: | ---: | ---: | ---: |"]
-    for r, (b, a, q) in enumerate(zip(e["before"], e["after"], e["ratios"])):
-      lines.append(f"| {r + 1} | {b['img_per_sec']:,.0f} | "
-                   f"{a['img_per_sec']:,.0f} | {q:.3f} |")
-    lines += ["", f"Median after / before: **{e['after_over_before']:.3f}**.",
-              ""]
-  table = "\n".join(lines)
+  table = _markdown(results)
   with open(os.path.join(_OUT.value, "benchmark_train.md"), "w") as f:
     f.write(table)
   print(table)
+
+
+def _markdown(results: dict) -> str:
+  rounds, ratios, c = results["rounds"], results["ratios"], results["ceiling"]
+  torch_on = "pytorch" in rounds[0]
+  lines = [
+      f"# Training throughput: {results['model']}", "",
+      f"Device: {results['device']} ({results['host']}), jax "
+      f"{results['jax']}"
+      + (f", torch {rounds[0]['pytorch_run']['torch']} "
+         f"({rounds[0]['pytorch_run']['threads']} threads)" if torch_on
+         else "") + ".",
+      "Command: `python experiments/benchmark_train.py "
+      f"--epochs={results['epochs']:g} --rounds={len(rounds)} "
+      f"--repeats={results['repeats']}`", "",
+      f"images/s per round ({results['epochs']:g} epochs end to end and in "
+      "PyTorch; the step alone: median of "
+      f"{results['repeats']} chunks of {results['steps_per_call']} steps):",
+      "",
+      "| round | end to end | step alone | " + ("PyTorch | " if torch_on
+                                                else "")
+      + "end to end / step alone | " + ("end to end / PyTorch |" if torch_on
+                                        else ""),
+      "| ---: | ---: | ---: | " + ("---: | " if torch_on else "")
+      + "---: |" + (" ---: |" if torch_on else "")]
+  for i, r in enumerate(rounds):
+    cells = [f"{i + 1}", f"{r['end_to_end']:,.0f}", f"{r['step_alone']:,.0f}"]
+    if torch_on:
+      cells.append(f"{r['pytorch']:,.0f}")
+    cells.append(f"{r['end_to_end'] / r['step_alone']:.3f}")
+    if torch_on:
+      cells.append(f"{r['end_to_end'] / r['pytorch']:.2f}")
+    lines.append("| " + " | ".join(cells) + " |")
+  lines.append("")
+  for name, label in (("end_to_end_over_step_alone",
+                       "End to end / step alone"),
+                      ("end_to_end_over_pytorch", "End to end / PyTorch")):
+    if name in ratios:
+      s = ratios[name]
+      lines.append(f"{label}: median **{s['median']:.3f}** (quartiles "
+                   f"{s['quartiles'][0]:.3f}-{s['quartiles'][1]:.3f}).")
+  lines += [
+      "", "Matmul ceiling of one step (one model, batch 128): XLA counts "
+      f"{c['xla_flops'] / 1e6:.1f} MFLOPs, of which its dots "
+      f"{c['dot_flops'] / 1e6:.1f} M; those dot shapes alone, each in a "
+      f"dispatch-free loop, take {1e3 * c['seconds']:.3f} ms "
+      f"({c['gflops']:.0f} GFLOP/s). The step alone takes "
+      f"{1e3 * c['step_seconds']:.3f} ms ({c['step_gflops']:.0f} GFLOP/s): "
+      f"**{c['step_over_floor']:.2f}x** the matmul floor.", "",
+      "| dot | per step | MFLOPs | ms | GFLOP/s |",
+      "| --- | ---: | ---: | ---: | ---: |"]
+  for d in c["dots"]:
+    lines.append(f"| {d['shape']} | {d['count']} | {d['flops'] / 1e6:.1f} | "
+                 f"{1e3 * d['seconds']:.4f} | {d['gflops']:.0f} |")
+  return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from vae_jax import batching
+from vae_jax import compiler
 from vae_jax import config_lib
 from vae_jax import evaluators
 from vae_jax import input_pipeline
@@ -332,7 +333,7 @@ def chunk_program(config: ml_collections.ConfigDict, step_fn,
   `step_fn` (`model_step`), on data binarized as `binarization` (the
   dataset's: "none" for tables), each model on its own batches with
   `per_model_data`; donates state and sums."""
-  return jax.jit(functools.partial(
+  return compiler.jit(functools.partial(
       steps.train_chunk, step_fn=step_fn, binarization=binarization,
       per_model_data=per_model_data,
       data_seed=config.data.shuffle_seed), donate_argnums=(0, 4))

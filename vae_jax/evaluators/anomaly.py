@@ -42,6 +42,7 @@ import matplotlib.pyplot as plt
 import ml_collections
 import numpy as np
 
+from vae_jax import compiler
 from vae_jax import importance
 from vae_jax import input_pipeline
 from vae_jax import losses
@@ -179,7 +180,7 @@ class Evaluator:
                                 is_vae=self.ctx.is_vae,
                                 num_samples=self.num_samples,
                                 chunk_size=self.chunk_size)
-      self._fns[id(dataset)] = jax.jit(
+      self._fns[id(dataset)] = compiler.jit(
           lambda params, images, rng, i: score(params, images[i], rng,
                                                i * dataset.batch_size))
     return self._fns[id(dataset)]

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from vae_jax import compiler
 from vae_jax import input_pipeline
 from vae_jax import sharding
 from vae_jax import steps
@@ -50,7 +51,7 @@ class Evaluator:
     self.every_steps = entry.every_steps
     self.ctx = ctx
     self.keys = ctx.keys("eval")
-    self._sums = jax.jit(steps.map_models(
+    self._sums = compiler.jit(steps.map_models(
         functools.partial(_batch_sums, objective=ctx.objective),
         ctx.num_models, in_axes=(0, 0, None, None, 0)))
 

@@ -15,6 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from vae_jax import compiler
 from vae_jax import importance
 from vae_jax import models
 from vae_jax import sharding
@@ -41,7 +42,7 @@ class Evaluator:
           ctx.model, params, images[i], mask[i], rng, i * batch_size,
           num_samples=self.num_samples, chunk_size=self.chunk_size)
 
-    self._batch = jax.jit(batch)
+    self._batch = compiler.jit(batch)
 
   @staticmethod
   def validate(entry: ml_collections.ConfigDict,

@@ -1,0 +1,52 @@
+"""The fast softplus and the compiler options of the hot programs."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from conftest import DEFAULT_CONFIG
+from vae_jax import compiler
+from vae_jax import config_lib
+from vae_jax import importance
+from vae_jax import losses
+from vae_jax import models
+
+
+def test_softplus_equals_jax_softplus_and_its_derivative_is_the_sigmoid():
+  x = jnp.concatenate([
+      jax.random.normal(jax.random.key(0), (20000,)) * 30.0,
+      jnp.array([0.0, -0.0, 1e-8, -1e-8, 15.0, 17.0, 88.7, 89.0, 104.0,
+                 -104.0, 1e30, -1e30, jnp.inf, -jnp.inf, jnp.nan])])
+  ours = np.asarray(jax.jit(losses.softplus)(x))
+  theirs = np.asarray(jax.jit(jax.nn.softplus)(x))
+  np.testing.assert_array_equal(ours, theirs)  # Bit for bit, inf and NaN.
+  grad = np.asarray(jax.jit(jax.vmap(jax.grad(losses.softplus)))(x))
+  np.testing.assert_array_equal(grad, np.asarray(jax.nn.sigmoid(x)))
+  # The derivative in closed form, in float64: 1 / (1 + e^-x).
+  x64 = np.asarray(x[:20000], np.float64)
+  np.testing.assert_allclose(grad[:20000], 1.0 / (1.0 + np.exp(-x64)),
+                             rtol=1e-6, atol=1e-30)
+
+
+def test_options_are_accepted_here_and_change_no_result_beyond_rounding():
+  options = compiler.options()
+  if jax.default_backend() == "cpu":
+    assert options == {
+        "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
+  config = config_lib.get_config(DEFAULT_CONFIG, None, {
+      "model.hidden": (64, 64), "model.latent_dim": 8})
+  model = models.create_model(config.model, (28, 28, 1))
+  params = models.init_params(model, jax.random.key(0), (28, 28, 1))
+  images = (jax.random.uniform(jax.random.key(1), (50, 28, 28, 1)) < 0.3
+            ).astype(jnp.uint8)
+  fn = functools.partial(importance.evaluate_batch, model, num_samples=40,
+                         chunk_size=10)
+  args = (params, images, jnp.ones((50,)), jax.random.key(2),
+          jnp.zeros((), jnp.int32))
+  with_options = compiler.jit(fn)(*args)
+  without = jax.jit(fn)(*args)
+  for name in ("log_px", "nelbo_k", "kl_per_dim"):
+    np.testing.assert_allclose(with_options[name], without[name], rtol=1e-5,
+                               atol=1e-4)
