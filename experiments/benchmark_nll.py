@@ -40,6 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import matmul_ceiling
 import nll_flops
+from vae_jax import cli
 from vae_jax import config_lib
 from vae_jax import evaluators
 from vae_jax import importance
@@ -49,6 +50,7 @@ from vae_jax import objectives
 from vae_jax import sharding
 from vae_jax import steps
 from vae_jax import workdir as workdir_lib
+from vae_jax.errors import UserError
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _WORKDIR = flags.DEFINE_string("workdir", "", "A trained VAE's run; empty: "
@@ -66,6 +68,8 @@ _OUT = flags.DEFINE_string("out", os.path.join(REPO, "experiments", "results"),
 
 def _config():
   if _WORKDIR.value:
+    if not os.path.isdir(_WORKDIR.value):
+      raise UserError(f"Workdir {_WORKDIR.value} does not exist.")
     config = workdir_lib.load_config(_WORKDIR.value)
   else:
     config = config_lib.get_config(
@@ -97,6 +101,9 @@ def main(argv):
   if _WORKDIR.value:
     manager = workdir_lib.checkpoint_manager(_WORKDIR.value)
     step = manager.latest_step()
+    if step is None:
+      raise UserError(f"Workdir {_WORKDIR.value} holds no checkpoint; train "
+                      "first.")
     params = workdir_lib.restore_checked(manager, step, params,
                                          params_only=True)
   mesh = sharding.create(config.training.model_axis_size)
@@ -188,4 +195,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(lambda argv: cli.run(main, argv), flags_parser=cli.parse_flags)

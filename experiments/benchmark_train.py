@@ -30,6 +30,7 @@ the time its own dot shapes take alone in a dispatch-free loop
 """
 
 import functools
+import importlib.util
 import json
 import os
 import platform
@@ -49,6 +50,7 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import matmul_ceiling
+from vae_jax import cli
 from vae_jax import config_lib
 from vae_jax import input_pipeline
 from vae_jax import models
@@ -57,6 +59,7 @@ from vae_jax import optim
 from vae_jax import sharding
 from vae_jax import steps
 from vae_jax import train
+from vae_jax.errors import UserError
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _EPOCHS = flags.DEFINE_float("epochs", 5.0, "Epochs of each end-to-end run.")
@@ -173,6 +176,10 @@ def _summary(values) -> dict:
 
 def main(argv):
   del argv
+  if _TORCH.value and importlib.util.find_spec("torch") is None:
+    raise UserError("PyTorch is not installed: install the benchmark extra "
+                    "with `.venv/bin/pip install -e \".[bench]\"`, or pass "
+                    "--notorch.")
   device = jax.devices()[0]
   alone = StepAlone()
   ceiling = alone.ceiling()
@@ -283,4 +290,4 @@ def _markdown(results: dict) -> str:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(lambda argv: cli.run(main, argv), flags_parser=cli.parse_flags)

@@ -63,7 +63,12 @@ def load_train_images() -> np.ndarray:
 
 def main(argv):
   del argv
-  import torch  # pylint: disable=g-import-not-at-top
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    print("vae_jax: PyTorch is not installed: install the benchmark extra "
+          "with `.venv/bin/pip install -e \".[bench]\"`.", file=sys.stderr)
+    sys.exit(2)
   from torch import nn  # pylint: disable=g-import-not-at-top
   from torch.nn import functional as F  # pylint: disable=g-import-not-at-top
 
