@@ -1,10 +1,25 @@
-"""Shared test helpers: small real-MNIST configs and subprocess runs."""
+"""Shared test helpers: small real-MNIST configs, subprocess runs, the
+session's trained workdir and its persistent compilation cache."""
 
+import contextlib
+import dataclasses
+import fcntl
+import json
 import os
+import shutil
 import subprocess
 import sys
 
+import chex
+import jax
+import ml_collections
+import pytest
+
 from vae_jax import config_lib
+from vae_jax import sources
+from vae_jax import steps
+from vae_jax import train
+from vae_jax.evaluators import elbo as elbo_evaluator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(REPO, "configs", "mnist_vae.py")
@@ -44,10 +59,18 @@ def sweep(add):
 '''
 
 
+# What the sweep tests need of each point's run: -ELBO scores (the figures
+# of the images and latent_maps evaluators are tested elsewhere), trained on
+# a tenth of MNIST's training set (faster to read; set training.num_steps).
+SWEEP_POINT = {"data.train_split": "train[:10%]",
+               "data.eval_split": "test[:1000]", "evals.nll.enabled": False,
+               "evals.images.enabled": False,
+               "evals.latent_maps.enabled": False}
+
+
 def write_sweep_config(path, points, max_group_size, **overrides):
   """Writes a sweep config of `points` (override dicts) to `path`."""
-  overrides = {**SMALL, "data.eval_split": "test[:1000]",
-               "evals.nll.enabled": False, **overrides}
+  overrides = {**SMALL, **SWEEP_POINT, **overrides}
   path.write_text(_SWEEP_TEMPLATE.format(
       base=DEFAULT_CONFIG, overrides=overrides, points=list(points),
       max_group_size=max_group_size))
@@ -81,3 +104,225 @@ def popen_cli(workdir, overrides=None):
          f"--workdir={workdir}", *cli_args({**SMALL, **(overrides or {})})]
   return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
+
+
+# ----------------------------------------------------------------------------
+# One test run: what its workers (pytest-xdist) and subprocesses share.
+
+
+def shared_root(tmp_path_factory):
+  """A directory shared by every worker of this test run."""
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    root = root.parent  # The workers' base temps are its subdirectories.
+  return root
+
+
+@contextlib.contextmanager
+def file_lock(path):
+  with open(path, "w") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+  """A persistent compilation cache for the run, in the tests' processes and
+  the subprocesses they start (which inherit the environment).
+
+  Most end-to-end tests compile the same few programs (the train step and
+  evaluators of `SMALL`), each in its own process: compiled once, the
+  others load it. A cache hit returns the same executable, so bit-identical
+  comparisons still hold; JAX_LOG_COMPILES still logs every compilation
+  (hit or not), so tests that count them still do. Fresh per test run.
+  """
+  factory = getattr(config, "_tmp_path_factory", None)
+  if factory is None:
+    return
+  cache = shared_root(factory) / "jax_compilation_cache"
+  cache.mkdir(exist_ok=True)
+  settings = {"JAX_COMPILATION_CACHE_DIR": str(cache),
+              "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+              "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"}
+  os.environ.update(settings)
+  jax.config.update("jax_compilation_cache_dir", str(cache))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+@contextlib.contextmanager
+def counting(module, name, calls):
+  """Counts calls of `module.name` (as looked up by its callers) in `calls`."""
+  fn = getattr(module, name)
+
+  def counted(*args, **kwargs):
+    calls.append(args)
+    return fn(*args, **kwargs)
+
+  with pytest.MonkeyPatch.context() as m:
+    m.setattr(module, name, counted)
+    yield calls
+
+
+# ----------------------------------------------------------------------------
+# The shared trained workdir.
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+  config: ml_collections.ConfigDict
+  workdir: str  # Read only: copy it to change anything.
+  final: dict  # What train_and_evaluate returned.
+  validate_calls: int  # config_lib.validate calls during the run.
+
+
+@pytest.fixture(scope="session")
+def trained_small(tmp_path_factory):
+  """`small_config()` trained in-process, once per test run.
+
+  Every step is traced once, whatever the chunk lengths, evaluations and
+  checkpoints in between (a retrace would recompile): `steps.train_step`
+  and the -ELBO evaluator's per-batch function once each. A second trace
+  fails the run, and with it every test that uses it.
+  """
+  root = shared_root(tmp_path_factory)
+  workdir, done = root / "trained_small", root / "trained_small.json"
+  config = small_config()
+  with file_lock(str(root / "trained_small.lock")):
+    if not done.exists():
+      shutil.rmtree(workdir, ignore_errors=True)
+      validations = []
+      with pytest.MonkeyPatch.context() as m, counting(
+          config_lib, "validate", validations):
+        m.setattr(steps, "train_step",
+                  chex.assert_max_traces(steps.train_step, n=1))
+        m.setattr(elbo_evaluator, "_batch_sums",
+                  chex.assert_max_traces(elbo_evaluator._batch_sums, n=1))
+        final = train.train_and_evaluate(config, str(workdir))
+      done.write_text(json.dumps({"final": final,
+                                  "validate_calls": len(validations)}))
+  record = json.loads(done.read_text())
+  return TrainedRun(config=config, workdir=str(workdir),
+                    final=record["final"],
+                    validate_calls=record["validate_calls"])
+
+
+# ----------------------------------------------------------------------------
+# One worker: what its tests share.
+
+_TFDS_SPLITS = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tfds_splits_read_once():
+  """Each process reads each split of a prepared TFDS dataset once.
+
+  Decoding MNIST's training set takes seconds, and most in-process runs
+  read it. `sources.read_tfds` stays what the code calls (tests that count
+  its calls still do); later calls get fresh copies of the same arrays.
+  """
+  read = sources.read_tfds
+
+  def read_once(builder, split):
+    key = (builder.info.full_name, str(builder.data_dir), split)
+    if key not in _TFDS_SPLITS:
+      _TFDS_SPLITS[key] = read(builder, split)
+    ex = _TFDS_SPLITS[key]
+    return dataclasses.replace(
+        ex, x=ex.x.copy(), y=None if ex.y is None else ex.y.copy())
+
+  with pytest.MonkeyPatch.context() as m:
+    m.setattr(sources, "read_tfds", read_once)
+    yield
+
+
+# ----------------------------------------------------------------------------
+# Scheduling over the workers (pytest-xdist, `--dist loadgroup`).
+
+# Module-scoped fixtures that train: their tests run on one worker.
+SHARED_FIXTURES = {"test_anomaly.py::one_class", "test_evaluators.py::run",
+                   "test_latent_maps.py::vae_run", "test_report.py::run",
+                   "test_compress.py::model"}
+
+# Seconds a test takes on the reference machine (2 cores), for the longest
+# ones (by function, each parametrization alike); others count 1 s.
+SECONDS = {
+    "test_distributed.py::test_two_processes_train_checkpoint_resume_and_match_one": 150,
+    "test_sweep.py::test_sweep_runs_lists_resumes_and_summarizes": 120,
+    "test_distributed.py::test_sweep_places_models_on_the_model_axis": 100,
+    "test_distributed.py::test_eight_devices_follow_the_one_device_trajectory": 90,
+    "test_train.py::test_sigkill_and_resume_is_bit_identical": 80,
+    "test_sweep.py::test_group_equals_alone_and_kl_falls_with_beta": 60,
+    "test_readme.py::test_first_command_and_eval_mode_run_with_runlocal": 50,
+    "test_compress.py::test_cli_round_trip_and_clear_errors": 50,
+    "test_configs.py::test_config_trains_a_short_run_that_improves": 30,
+    "test_anomaly.py::test_a_one_class_model_in_a_group_ends_as_alone": 120,
+    "test_anomaly.py::test_a_model_of_0s_finds_1s_anomalous_and_the_api_agrees": 13,
+    "test_anomaly.py::test_the_evaluator_scores_autoencoders": 11,
+    "test_evaluators.py::test_training_reports_the_nll": 45,
+    "test_evaluators.py::test_eval_mode_rescores_with_more_samples": 35,
+    "test_evaluators.py::test_estimate_does_not_depend_on_chunk_or_batch_size": 11,
+    "test_sweep.py::test_group_resumes_from_the_step_every_model_has": 35,
+    "test_sweep.py::test_index_runs_one_point_and_rejects_out_of_range": 30,
+    "test_readme.py::test_adding_an_evaluator_example_runs": 35,
+    "test_train.py::test_damaged_newest_checkpoint_falls_back_to_an_intact_one": 30,
+    "test_family.py::test_trained_api_loads_a_workdir_and_matches_the_run": 25,
+    "test_latent_maps.py::test_unlabeled_conv_autoencoder": 25,
+    "test_latent_maps.py::test_vae_figures_at_every_eval_and_history": 17,
+    "test_latent_maps.py::test_eval_mode_rebuilds_the_figures_and_keeps_history": 12,
+    "test_report.py::test_report_lists_every_evaluators_figures_and_they_decode": 25,
+    "test_report.py::test_command_line_rebuilds_it_and_refuses_a_missing_workdir": 13,
+    "test_train.py::test_a_second_process_on_a_workdir_is_refused": 25,
+    "test_train.py::test_eval_mode_scores_a_trained_workdir": 20,
+    "test_experiments.py::test_flop_count_includes_every_chunk": 20,
+    "test_sources.py::test_short_run_from_each_source": 17,
+    "test_compress.py::test_eight_bit_images_round_trip_at_the_elbo_rate": 20,
+    "test_compress.py::test_round_trip_is_exact_at_the_elbo_rate": 10,
+    "test_compress.py::test_evaluator_codes_the_test_set_at_the_elbo_rate": 10,
+    "test_train.py::test_one_number_per_quantity": 18,
+    "test_sources.py::test_one_class_mnist_trains_on_one_digit": 15,
+    "test_ae_pca.py::test_linear_autoencoder_reaches_pca": 15,
+    "test_train.py::test_bad_input_is_one_sentence_exit_2_nothing_changed": 5,
+    "test_sources.py::test_bad_data_is_one_sentence_exit_2_nothing_written": 5,
+    "test_train.py::test_missing_data_offline_says_where_to_point": 13,
+    "test_train.py::test_incompatible_workdir_is_refused": 13,
+    "test_train.py::test_download_offline_fails_fast_and_leaves_nothing": 11,
+    "test_importance.py::test_batches_count_every_example_once": 12,
+    "test_anomaly.py::test_anomaly_errors_before_anything_is_written": 9,
+    "test_anomaly.py::test_a_group_with_own_classes_needs_one_step_count": 9,
+    "test_family.py::test_ae_objective_adds_its_terms_and_reconstructs_the_clean_input": 10,
+    "test_config_lib.py::test_base_defines_every_field_each_module_reads": 8,
+    "test_train.py::test_divergence_stops_with_step_and_keeps_good_checkpoints": 8,
+    "test_steps.py::test_hparam_and_group_fields_follow_the_objective": 7,
+}
+
+
+def _seconds(item):
+  name = item.nodeid.split("[")[0].split("@")[0].rsplit("/", 1)[-1]
+  return SECONDS.get(name, 1.0)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+  """The tests of each `SHARED_FIXTURES` entry run on one worker (an
+  `xdist_group`: the fixture is built once), and the work starts with the
+  longest units, so that the workers finish together."""
+  del config
+  for item in items:
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs if info else {}
+    module = item.nodeid.split("::")[0].rsplit("/", 1)[-1]
+    shared = sorted(name for name in defs
+                    if f"{module}::{name}" in SHARED_FIXTURES)
+    if shared:
+      item.add_marker(pytest.mark.xdist_group(
+          f"{module}::{'+'.join(shared)}"))
+  units = {}
+  for item in items:
+    groups = [m.args[0] for m in item.iter_markers("xdist_group")]
+    units.setdefault(groups[0] if groups else item.nodeid, []).append(item)
+  ordered = sorted(units.values(), key=lambda u: -sum(map(_seconds, u)))
+  items[:] = [item for unit in ordered for item in unit]

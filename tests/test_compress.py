@@ -1,7 +1,7 @@
 """Bits-back coding (vae_jax.bbans): exact round trips at the -ELBO's rate.
 
-The model is the session's small trained run (`trained_small`, shared with
-test_train.py); its binarized test images are what is coded.
+The model is the session's small trained run (conftest's `trained_small`,
+shared with test_train.py); its binarized test images are what is coded.
 """
 
 import json
@@ -16,7 +16,6 @@ import pytest
 from scipy import special
 
 from conftest import REPO
-from test_train import trained_small  # pylint: disable=unused-import
 from vae_jax import bbans
 from vae_jax import bbans_counts
 from vae_jax import bbans_file

@@ -85,7 +85,7 @@ def _write_sweep_config(tmp_path):
             for latent in (2, 4) for beta in (0.5, 1.0, 2.0)]
   return write_sweep_config(tmp_path / "tiny_sweep.py", points,
                             max_group_size=2,
-                            **{"training.num_epochs": 0.1})
+                            **{"training.num_steps": 24})
 
 
 def _sweep_cmd(config_path, workdir, *extra):

@@ -1,12 +1,11 @@
 """End-to-end tests of the train loop and --mode=eval on real MNIST.
 
 One small run (`conftest.SMALL`, 94 steps) is trained once per session (once
-per test run, also under pytest-xdist) by the `trained_small` fixture; the
-tests that read it share it, and those that change a workdir copy it first.
+per test run, also under pytest-xdist) by conftest's `trained_small`
+fixture; the tests that read it share it, and those that change a workdir
+copy it first.
 """
 
-import contextlib
-import dataclasses
 import fcntl
 import json
 import os
@@ -19,20 +18,18 @@ import time
 
 import chex
 import jax
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
 from conftest import DEFAULT_CONFIG, REPO, SMALL, cli_args, popen_cli, run_cli, small_config
+from conftest import counting as _counting
 from vae_jax import config_lib
 from vae_jax import sources
-from vae_jax import steps
 from vae_jax import train
 from vae_jax import trained
 from vae_jax import workdir as workdir_lib
 from vae_jax.errors import UserError
-from vae_jax.evaluators import elbo as elbo_evaluator
 
 # results.json labels that are measurements of the machine, not of the model.
 
@@ -63,75 +60,6 @@ def _quick_eval(**overrides):
   """The small config, scoring -ELBO only (a change --mode=eval may make)."""
   return small_config(**{"evals.nll.enabled": False,
                          "evals.images.enabled": False, **overrides})
-
-
-@contextlib.contextmanager
-def _counting(module, name, calls):
-  """Counts calls of `module.name` (as looked up by its callers) in `calls`."""
-  fn = getattr(module, name)
-
-  def counted(*args, **kwargs):
-    calls.append(args)
-    return fn(*args, **kwargs)
-
-  with pytest.MonkeyPatch.context() as m:
-    m.setattr(module, name, counted)
-    yield calls
-
-
-# ----------------------------------------------------------------------------
-# The shared trained workdir.
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainedRun:
-  config: ml_collections.ConfigDict
-  workdir: str  # Read only: copy it (`_copy`) to change anything.
-  final: dict  # What train_and_evaluate returned.
-  validate_calls: int  # config_lib.validate calls during the run.
-
-
-@contextlib.contextmanager
-def _file_lock(path):
-  with open(path, "w") as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
-
-
-@pytest.fixture(scope="session")
-def trained_small(tmp_path_factory):
-  """`small_config()` trained in-process, once per test run.
-
-  Every step is traced once, whatever the chunk lengths, evaluations and
-  checkpoints in between (a retrace would recompile): `steps.train_step`
-  and the -ELBO evaluator's per-batch function once each. A second trace
-  fails the run, and with it every test that uses it.
-  """
-  root = tmp_path_factory.getbasetemp()
-  if os.environ.get("PYTEST_XDIST_WORKER"):
-    root = root.parent  # Shared by the workers of this run.
-  workdir, done = root / "trained_small", root / "trained_small.json"
-  config = small_config()
-  with _file_lock(str(root / "trained_small.lock")):
-    if not done.exists():
-      shutil.rmtree(workdir, ignore_errors=True)
-      validations = []
-      with pytest.MonkeyPatch.context() as m, _counting(
-          config_lib, "validate", validations):
-        m.setattr(steps, "train_step",
-                  chex.assert_max_traces(steps.train_step, n=1))
-        m.setattr(elbo_evaluator, "_batch_sums",
-                  chex.assert_max_traces(elbo_evaluator._batch_sums, n=1))
-        final = train.train_and_evaluate(config, str(workdir))
-      done.write_text(json.dumps({"final": final,
-                                  "validate_calls": len(validations)}))
-  record = json.loads(done.read_text())
-  return TrainedRun(config=config, workdir=str(workdir),
-                    final=record["final"],
-                    validate_calls=record["validate_calls"])
 
 
 # ----------------------------------------------------------------------------
