@@ -29,6 +29,8 @@ from absl import flags
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from vae_jax import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _HIDDEN = flags.DEFINE_integer("hidden", 500, "Width of the hidden layer.")
 _LATENT = flags.DEFINE_integer("latent_dim", 20, "Latent dimensions.")
@@ -51,7 +53,6 @@ def load_train_images() -> np.ndarray:
   """MNIST's 60,000 training images, `[N, 784]` uint8 (tfds, or --npz)."""
   if _NPZ.value:
     return np.load(_NPZ.value)["x"].reshape(-1, 784)
-  sys.path.insert(0, REPO)
   # pylint: disable=g-import-not-at-top
   from vae_jax import config_lib
   from vae_jax import sources
@@ -138,4 +139,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)
