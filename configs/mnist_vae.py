@@ -29,7 +29,7 @@ def get_config(arg: str | None = None):
   config.training.checkpoint_every_steps = 10 * EPOCH
   config.evals.elbo.every_steps = 10 * EPOCH
   config.evals.images.every_steps = 10 * EPOCH
-  config.evals.latent_maps.every_steps = 5 * EPOCH
+  config.evals.latent_maps.every_steps = 10 * EPOCH
   config.evals.nll.num_samples = 100
   if arg.runlocal:
     config_lib.runlocal(config)

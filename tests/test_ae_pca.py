@@ -66,4 +66,11 @@ def test_linear_autoencoder_reaches_pca(tmp_path):
   assert len(m["principal_angles_deg"]) == 4
   # Measured: 0.11 degrees at most, error 1.0001 x PCA's.
   assert max(m["principal_angles_deg"]) < 1.0, m["principal_angles_deg"]
+  # --mode=eval reads no training example: it scores against the fit that
+  # training saved in the workdir, and gives the same numbers.
+  assert (tmp_path / ae_pca.FILE).exists()
+  again = train.evaluate(config, str(tmp_path))["ae_pca"]
+  assert set(again) == set(m)
+  for name, value in m.items():
+    assert again[name] == pytest.approx(value, rel=1e-9), name
 

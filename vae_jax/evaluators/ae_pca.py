@@ -20,9 +20,16 @@ between PCA's k components and the top k principal directions of the
 model's centred test reconstructions: all ~0 when the model reconstructs
 in PCA's subspace, as a linear autoencoder trained with squared error
 does at its optimum (Baldi and Hornik 1989). The PCA is fitted on this
-process's training shards (all of them in a one-process run), once.
+process's training shards (all of them in a one-process run), once, and
+saved in each model's workdir as `ae_pca.npz` (mean, components, number of
+training images); `--mode=eval` and the Python API, which read no training
+example, score against that saved fit.
 """
 
+import dataclasses
+import os
+
+from absl import logging
 import jax
 import ml_collections
 import numpy as np
@@ -34,15 +41,45 @@ from vae_jax import steps
 from vae_jax.evaluators import common
 
 
-def fit_pca(train_x: np.ndarray, k: int):
-  """scikit-learn PCA of `[N, D]` rows with k components (at most D, N).
+FILE = "ae_pca.npz"
+
+
+@dataclasses.dataclass(frozen=True)
+class Pca:
+  """A fitted PCA: `mean_` `[D]`, orthonormal `components_` `[k, D]` (the
+  names of scikit-learn's attributes), and the number of rows it was fitted
+  on."""
+  mean_: np.ndarray
+  components_: np.ndarray
+  n_samples_: int
+
+  @property
+  def n_components_(self) -> int:
+    return len(self.components_)
+
+  def save(self, path: str) -> None:
+    """Writes the fit to `path` (.npz), atomically."""
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, mean=self.mean_, components=self.components_,
+             n_samples=self.n_samples_)
+    os.replace(tmp, path)
+
+  @classmethod
+  def load(cls, path: str) -> "Pca":
+    with np.load(path) as f:
+      return cls(f["mean"], f["components"], int(f["n_samples"]))
+
+
+def fit_pca(train_x: np.ndarray, k: int) -> Pca:
+  """PCA of `[N, D]` rows with k components (at most D, N), by scikit-learn.
 
   Exact: the eigendecomposition of the D x D covariance, in float64.
   """
   from sklearn import decomposition  # pylint: disable=g-import-not-at-top
   k = min(k, *train_x.shape)
-  return decomposition.PCA(n_components=k, svd_solver="covariance_eigh").fit(
+  fit = decomposition.PCA(n_components=k, svd_solver="covariance_eigh").fit(
       np.asarray(train_x, np.float64))
+  return Pca(fit.mean_, fit.components_, int(fit.n_samples_))
 
 
 def reconstruction_errors(x: np.ndarray, x_hat: np.ndarray
@@ -56,9 +93,12 @@ def reconstruction_errors(x: np.ndarray, x_hat: np.ndarray
   return {"sse": sse, "psnr": 10.0 * np.log10(1.0 / np.maximum(mse, 1e-10))}
 
 
-def pca_reconstruct(pca, x: np.ndarray) -> np.ndarray:
-  """PCA's reconstruction of `[N, D]` rows: mean + projection, unclipped."""
-  return pca.inverse_transform(pca.transform(np.asarray(x, np.float64)))
+def pca_reconstruct(pca: Pca, x: np.ndarray) -> np.ndarray:
+  """PCA's reconstruction of `[N, D]` rows: mean + (x - mean) C^T C for the
+  `[k, D]` components C (scikit-learn's transform + inverse_transform,
+  unwhitened), unclipped."""
+  centred = np.asarray(x, np.float64) - pca.mean_
+  return centred @ pca.components_.T @ pca.components_ + pca.mean_
 
 
 def principal_angles_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -75,12 +115,9 @@ class Evaluator:
                ctx: common.Context):
     self.every_steps = entry.every_steps
     self.ctx = ctx
-    data = ctx.data
-    train_x = input_pipeline.to_float(np.concatenate(data.train_shards))
-    self.x = input_pipeline.to_float(data.test_x)  # [N, *event]
+    self.x = input_pipeline.to_float(ctx.data.test_x)  # [N, *event]
     flat = self.x.reshape(len(self.x), -1)
-    self.pca = fit_pca(train_x.reshape(len(train_x), -1),
-                       ctx.config.model.latent_dim)
+    self.pca = self._fit_or_load(ctx)
     self.pca_errors = reconstruction_errors(flat,
                                             pca_reconstruct(self.pca, flat))
     self.batch_size = min(ctx.config.eval.batch_size, len(self.x))
@@ -89,11 +126,41 @@ class Evaluator:
         lambda params, x: model.apply(params, x, method="reconstruct"))
 
   @staticmethod
-  def applies(ctx: common.Context) -> bool:
-    """Images, with training examples to fit PCA on (not in --mode=eval,
-    which reads no training example)."""
-    return ctx.data.kind == "image" and sum(
-        len(s) for s in ctx.data.train_shards) > 0
+  def _saved(ctx: common.Context) -> str | None:
+    """The saved fit of the first model's workdir, if there is one."""
+    if not ctx.workdirs:
+      return None
+    path = os.path.join(ctx.workdirs[0], FILE)
+    return path if os.path.exists(path) else None
+
+  @staticmethod
+  def _has_train(ctx: common.Context) -> bool:
+    return sum(len(s) for s in ctx.data.train_shards) > 0
+
+  def _fit_or_load(self, ctx: common.Context) -> Pca:
+    """Fits PCA on the training images when the run has them (training;
+    `run` saves it in the workdirs, which exist by then), else loads the
+    fit saved then."""
+    if not self._has_train(ctx):
+      self._unsaved = False
+      return Pca.load(self._saved(ctx))
+    self._unsaved = jax.process_index() == 0 and bool(ctx.workdirs)
+    train_x = input_pipeline.to_float(np.concatenate(ctx.data.train_shards))
+    return fit_pca(train_x.reshape(len(train_x), -1),
+                   ctx.config.model.latent_dim)
+
+  @classmethod
+  def applies(cls, ctx: common.Context) -> bool:
+    """Images, with training examples to fit PCA on, or (in --mode=eval and
+    the Python API, which read no training example) the fit that training
+    saved in the workdir."""
+    if ctx.data.kind != "image":
+      return False
+    if cls._has_train(ctx) or cls._saved(ctx):
+      return True
+    logging.info("evals.ae_pca: no training images and no %s in the workdir "
+                 "(a run trained before it was saved); skipped.", FILE)
+    return False
 
   @staticmethod
   def validate(entry: ml_collections.ConfigDict,
@@ -120,6 +187,10 @@ class Evaluator:
     return np.concatenate(out)
 
   def run(self, state: steps.TrainState) -> list[common.Output]:
+    if self._unsaved:
+      for workdir in self.ctx.workdirs:
+        self.pca.save(os.path.join(workdir, FILE))
+      self._unsaved = False
     outputs = []
     k = self.pca.n_components_
     for i in range(self.ctx.num_models):
@@ -140,7 +211,7 @@ class Evaluator:
       outputs.append(common.Output(metrics=metrics, about=self.ctx.about(
           estimator=f"PCA with k={k} components (scikit-learn, exact "
                     "covariance eigendecomposition) fitted on the "
-                    f"{sum(len(s) for s in self.ctx.data.train_shards)} "
+                    f"{self.pca.n_samples_} "
                     "training images as the model sees them; the model's "
                     "E[x|z] at the posterior mean or code; means over the "
                     "test images",

@@ -41,6 +41,7 @@ Metrics: none (the `nll` evaluator reports KL per unit and active units).
 """
 
 import os
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -368,24 +369,35 @@ class Evaluator:
     n = len(history)
     cols = min(n, 5)
     rows = -(-n // cols)
-    fig, axes = writers.plt.subplots(rows, cols, figsize=(3.2 * cols,
-                                                          3.0 * rows + 0.4),
+    # Fixed margins (inches) rather than tight_layout, which draws the
+    # figure once more to measure it: this figure is redrawn, one panel
+    # more, at every evaluation.
+    width = 3.2 * cols
+    title = textwrap.wrap(
+        f"Test {'posterior means' if self.ctx.is_vae else 'codes'} across "
+        f"training: {history[-1][2]}", int(width * 12))
+    legend = self.labels is not None and len(self.ctx.data.class_names) <= 20
+    ncol = min(len(self.ctx.data.class_names), max(1, int(width / 0.6)))
+    legend_rows = -(-len(self.ctx.data.class_names) // ncol) if legend else 0
+    top, bottom = 0.35 + 0.18 * len(title), 0.35 + 0.2 * legend_rows
+    height = 3.0 * rows + top + bottom
+    fig, axes = writers.plt.subplots(rows, cols, figsize=(width, height),
                                      dpi=90, squeeze=False)
+    fig.subplots_adjust(left=0.45 / width, right=1 - 0.15 / width,
+                        bottom=bottom / height, top=1 - top / height,
+                        wspace=0.25, hspace=0.35 * 3.0 / (3.0 - 0.35))
     for ax, (step, coords, _) in zip(axes.reshape(-1), history):
       self._scatter(ax, coords)
       ax.set_title(self._when(step), fontsize=9)
       ax.tick_params(labelsize=6)
     for ax in axes.reshape(-1)[n:]:
       ax.axis("off")
-    fig.suptitle(f"Test {'posterior means' if self.ctx.is_vae else 'codes'} "
-                 f"across training: {history[-1][2]}", fontsize=10)
-    if self.labels is not None and len(self.ctx.data.class_names) <= 20:
+    fig.suptitle("\n".join(title), fontsize=10, y=1 - 0.1 / height,
+                 va="top")
+    if legend:
       handles, names = axes[0][0].get_legend_handles_labels()
-      fig.legend(handles, names, loc="lower center", ncol=min(len(names), 10),
-                 fontsize=7, markerscale=3, frameon=False)
-      fig.tight_layout(rect=(0, 0.06, 1, 0.95))
-    else:
-      fig.tight_layout(rect=(0, 0, 1, 0.95))
+      fig.legend(handles, names, loc="lower center", ncol=ncol, fontsize=7,
+                 markerscale=3, frameon=False)
     return writers.figure_to_array(fig)
 
 
