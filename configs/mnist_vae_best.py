@@ -21,7 +21,7 @@ def get_config(arg: str | None = None):
   config = config_lib.base()
   # Every field and its default: vae_jax/config_lib.py. This run is
   # config_lib.base(): 784-500-500-50, gelu, Adam 1e-3 cosine, 800 epochs,
-  # k = 5000 (configs/mnist_vae.py is the same model for 40 epochs).
+  # k = 5000 (configs/mnist_vae.py is the same model for 36 epochs).
   if arg.runlocal:
     config_lib.runlocal(config)
   return config
