@@ -240,12 +240,12 @@ def tfds_splits_read_once():
 
 
 # ----------------------------------------------------------------------------
-# Scheduling over the workers (pytest-xdist, `--dist loadgroup`).
+# Scheduling over the workers (pytest-xdist).
 
-# Module-scoped fixtures that train: their tests run on one worker.
-SHARED_FIXTURES = {"test_anomaly.py::one_class", "test_evaluators.py::run",
-                   "test_latent_maps.py::vae_run", "test_report.py::run",
-                   "test_compress.py::model"}
+# Modules whose tests share a module-scoped fixture that trains: each runs
+# on one worker, so that the fixture is built once.
+GROUPED_MODULES = ("test_anomaly.py", "test_compress.py", "test_evaluators.py",
+                   "test_latent_maps.py", "test_report.py")
 
 # Seconds a test takes on the reference machine (2 cores), for the longest
 # ones (by function, each parametrization alike); others count 1 s.
@@ -300,29 +300,35 @@ SECONDS = {
 }
 
 
-def _seconds(item):
-  name = item.nodeid.split("[")[0].split("@")[0].rsplit("/", 1)[-1]
-  return SECONDS.get(name, 1.0)
+def _seconds(nodeid):
+  return SECONDS.get(nodeid.split("[")[0].rsplit("/", 1)[-1], 1.0)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-  """The tests of each `SHARED_FIXTURES` entry run on one worker (an
-  `xdist_group`: the fixture is built once), and the work starts with the
-  longest units, so that the workers finish together."""
-  del config
-  for item in items:
-    info = getattr(item, "_fixtureinfo", None)
-    defs = info.name2fixturedefs if info else {}
-    module = item.nodeid.split("::")[0].rsplit("/", 1)[-1]
-    shared = sorted(name for name in defs
-                    if f"{module}::{name}" in SHARED_FIXTURES)
-    if shared:
-      item.add_marker(pytest.mark.xdist_group(
-          f"{module}::{'+'.join(shared)}"))
+def _unit(nodeid):
+  """What runs on one worker: a grouped module, or the test alone."""
+  module = nodeid.split("::")[0]
+  return module if module.rsplit("/", 1)[-1] in GROUPED_MODULES else nodeid
+
+
+def pytest_collection_modifyitems(items):
+  """The work starts with the longest units (LPT): the workers finish
+  together."""
   units = {}
   for item in items:
-    groups = [m.args[0] for m in item.iter_markers("xdist_group")]
-    units.setdefault(groups[0] if groups else item.nodeid, []).append(item)
-  ordered = sorted(units.values(), key=lambda u: -sum(map(_seconds, u)))
+    units.setdefault(_unit(item.nodeid), []).append(item)
+  ordered = sorted(units.values(),
+                   key=lambda u: -sum(_seconds(i.nodeid) for i in u))
   items[:] = [item for unit in ordered for item in unit]
+
+
+def pytest_xdist_make_scheduler(config, log):
+  """Units (`_unit`) go to the next free worker in collection order."""
+  from xdist.scheduler import LoadScopeScheduling  # pylint: disable=g-import-not-at-top
+
+  class UnitScheduling(LoadScopeScheduling):
+
+    def _split_scope(self, nodeid):
+      return _unit(nodeid)
+
+  config.option.loadscopereorder = False  # Keep the order above.
+  return UnitScheduling(config, log)
