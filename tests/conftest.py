@@ -240,89 +240,94 @@ def tfds_splits_read_once():
 
 
 # ----------------------------------------------------------------------------
-# Scheduling over the workers (pytest-xdist, `--dist loadgroup`).
+# Scheduling over the workers (pytest-xdist).
 
-# Module-scoped fixtures that train: their tests run on one worker.
-SHARED_FIXTURES = {"test_anomaly.py::one_class", "test_evaluators.py::run",
-                   "test_latent_maps.py::vae_run", "test_report.py::run",
-                   "test_compress.py::model"}
+# Modules whose tests share a module-scoped fixture that trains: each runs
+# on one worker, so that the fixture is built once.
+GROUPED_MODULES = ("test_anomaly.py", "test_compress.py", "test_evaluators.py",
+                   "test_latent_maps.py", "test_report.py")
 
 # Seconds a test takes on the reference machine (2 cores), for the longest
 # ones (by function, each parametrization alike); others count 1 s.
 SECONDS = {
-    "test_distributed.py::test_two_processes_train_checkpoint_resume_and_match_one": 150,
-    "test_sweep.py::test_sweep_runs_lists_resumes_and_summarizes": 120,
-    "test_distributed.py::test_sweep_places_models_on_the_model_axis": 100,
-    "test_distributed.py::test_eight_devices_follow_the_one_device_trajectory": 90,
-    "test_train.py::test_sigkill_and_resume_is_bit_identical": 80,
-    "test_sweep.py::test_group_equals_alone_and_kl_falls_with_beta": 60,
-    "test_readme.py::test_first_command_and_eval_mode_run_with_runlocal": 50,
-    "test_compress.py::test_cli_round_trip_and_clear_errors": 50,
-    "test_configs.py::test_config_trains_a_short_run_that_improves": 30,
-    "test_anomaly.py::test_a_one_class_model_in_a_group_ends_as_alone": 120,
-    "test_anomaly.py::test_a_model_of_0s_finds_1s_anomalous_and_the_api_agrees": 13,
-    "test_anomaly.py::test_the_evaluator_scores_autoencoders": 11,
-    "test_evaluators.py::test_training_reports_the_nll": 45,
-    "test_evaluators.py::test_eval_mode_rescores_with_more_samples": 35,
-    "test_evaluators.py::test_estimate_does_not_depend_on_chunk_or_batch_size": 11,
-    "test_sweep.py::test_group_resumes_from_the_step_every_model_has": 35,
-    "test_sweep.py::test_index_runs_one_point_and_rejects_out_of_range": 30,
-    "test_readme.py::test_adding_an_evaluator_example_runs": 35,
-    "test_train.py::test_damaged_newest_checkpoint_falls_back_to_an_intact_one": 30,
-    "test_family.py::test_trained_api_loads_a_workdir_and_matches_the_run": 25,
-    "test_latent_maps.py::test_unlabeled_conv_autoencoder": 25,
-    "test_latent_maps.py::test_vae_figures_at_every_eval_and_history": 17,
-    "test_latent_maps.py::test_eval_mode_rebuilds_the_figures_and_keeps_history": 12,
-    "test_report.py::test_report_lists_every_evaluators_figures_and_they_decode": 25,
-    "test_report.py::test_command_line_rebuilds_it_and_refuses_a_missing_workdir": 13,
-    "test_train.py::test_a_second_process_on_a_workdir_is_refused": 25,
-    "test_train.py::test_eval_mode_scores_a_trained_workdir": 20,
-    "test_experiments.py::test_flop_count_includes_every_chunk": 20,
-    "test_sources.py::test_short_run_from_each_source": 17,
-    "test_compress.py::test_eight_bit_images_round_trip_at_the_elbo_rate": 20,
-    "test_compress.py::test_round_trip_is_exact_at_the_elbo_rate": 10,
-    "test_compress.py::test_evaluator_codes_the_test_set_at_the_elbo_rate": 10,
-    "test_train.py::test_one_number_per_quantity": 18,
-    "test_sources.py::test_one_class_mnist_trains_on_one_digit": 15,
-    "test_ae_pca.py::test_linear_autoencoder_reaches_pca": 15,
-    "test_train.py::test_bad_input_is_one_sentence_exit_2_nothing_changed": 5,
-    "test_sources.py::test_bad_data_is_one_sentence_exit_2_nothing_written": 5,
-    "test_train.py::test_missing_data_offline_says_where_to_point": 13,
-    "test_train.py::test_incompatible_workdir_is_refused": 13,
-    "test_train.py::test_download_offline_fails_fast_and_leaves_nothing": 11,
-    "test_importance.py::test_batches_count_every_example_once": 12,
-    "test_anomaly.py::test_anomaly_errors_before_anything_is_written": 9,
-    "test_anomaly.py::test_a_group_with_own_classes_needs_one_step_count": 9,
-    "test_family.py::test_ae_objective_adds_its_terms_and_reconstructs_the_clean_input": 10,
-    "test_config_lib.py::test_base_defines_every_field_each_module_reads": 8,
+    "test_distributed.py::test_two_processes_train_checkpoint_resume_and_match_one": 120,
+    "test_anomaly.py::test_a_one_class_model_in_a_group_ends_as_alone": 90,
+    "test_distributed.py::test_sweep_places_models_on_the_model_axis": 87,
+    "test_distributed.py::test_eight_devices_follow_the_one_device_trajectory": 72,
+    "test_compress.py::test_round_trip_is_exact_at_the_elbo_rate": 71,
+    "test_train.py::test_sigkill_and_resume_is_bit_identical": 67,
+    "test_sweep.py::test_sweep_runs_lists_resumes_and_summarizes": 61,
+    "test_evaluators.py::test_eval_mode_rescores_with_more_samples": 52,
+    "test_readme.py::test_first_command_and_eval_mode_run_with_runlocal": 44,
+    "test_sweep.py::test_group_equals_alone_and_kl_falls_with_beta": 42,
+    "test_compress.py::test_cli_round_trip_and_clear_errors": 38,
+    "test_evaluators.py::test_training_reports_the_nll": 32,
+    "test_train.py::test_damaged_newest_checkpoint_falls_back_to_an_intact_one": 22,
+    "test_configs.py::test_config_trains_a_short_run_that_improves": 21,
+    "test_latent_maps.py::test_unlabeled_conv_autoencoder": 21,
+    "test_train.py::test_a_second_process_on_a_workdir_is_refused": 21,
+    "test_sweep.py::test_group_resumes_from_the_step_every_model_has": 20,
+    "test_report.py::test_report_lists_every_evaluators_figures_and_they_decode": 18,
+    "test_experiments.py::test_flop_count_includes_every_chunk": 17,
+    "test_sweep.py::test_index_runs_one_point_and_rejects_out_of_range": 16,
+    "test_train.py::test_eval_mode_scores_a_trained_workdir": 16,
+    "test_compress.py::test_eight_bit_images_round_trip_at_the_elbo_rate": 15,
+    "test_latent_maps.py::test_vae_figures_at_every_eval_and_history": 12,
+    "test_sources.py::test_short_run_from_each_source": 11,
+    "test_anomaly.py::test_a_model_of_0s_finds_1s_anomalous_and_the_api_agrees": 10,
+    "test_train.py::test_one_number_per_quantity": 10,
+    "test_train.py::test_download_offline_fails_fast_and_leaves_nothing": 10,
+    "test_latent_maps.py::test_eval_mode_rebuilds_the_figures_and_keeps_history": 9,
+    "test_train.py::test_missing_data_offline_says_where_to_point": 9,
+    "test_importance.py::test_batches_count_every_example_once": 9,
+    "test_family.py::test_ae_objective_adds_its_terms_and_reconstructs_the_clean_input": 9,
+    "test_evaluators.py::test_estimate_does_not_depend_on_chunk_or_batch_size": 8,
     "test_train.py::test_divergence_stops_with_step_and_keeps_good_checkpoints": 8,
+    "test_readme.py::test_adding_an_evaluator_example_runs": 7,
+    "test_family.py::test_trained_api_loads_a_workdir_and_matches_the_run": 7,
+    "test_ae_pca.py::test_linear_autoencoder_reaches_pca": 7,
     "test_steps.py::test_hparam_and_group_fields_follow_the_objective": 7,
+    "test_report.py::test_command_line_rebuilds_it_and_refuses_a_missing_workdir": 6,
+    "test_report.py::test_report_shows_how_numbers_were_estimated_and_the_command": 6,
+    "test_family.py::test_corruptions_have_their_rates_and_ranges": 5,
+    "test_config_lib.py::test_base_defines_every_field_each_module_reads": 4,
+    "test_compress.py::test_evaluator_codes_the_test_set_at_the_elbo_rate": 3,
+    "test_report.py::test_sweep_report_links_its_points": 3,
+    "test_train.py::test_incompatible_workdir_is_refused": 3,
+    "test_sources.py::test_bad_data_is_one_sentence_exit_2_nothing_written": 3,
+    "test_train.py::test_bad_input_is_one_sentence_exit_2_nothing_changed": 3,
 }
 
 
-def _seconds(item):
-  name = item.nodeid.split("[")[0].split("@")[0].rsplit("/", 1)[-1]
-  return SECONDS.get(name, 1.0)
+def _seconds(nodeid):
+  return SECONDS.get(nodeid.split("[")[0].rsplit("/", 1)[-1], 1.0)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-  """The tests of each `SHARED_FIXTURES` entry run on one worker (an
-  `xdist_group`: the fixture is built once), and the work starts with the
-  longest units, so that the workers finish together."""
-  del config
-  for item in items:
-    info = getattr(item, "_fixtureinfo", None)
-    defs = info.name2fixturedefs if info else {}
-    module = item.nodeid.split("::")[0].rsplit("/", 1)[-1]
-    shared = sorted(name for name in defs
-                    if f"{module}::{name}" in SHARED_FIXTURES)
-    if shared:
-      item.add_marker(pytest.mark.xdist_group(
-          f"{module}::{'+'.join(shared)}"))
+def _unit(nodeid):
+  """What runs on one worker: a grouped module, or the test alone."""
+  module = nodeid.split("::")[0]
+  return module if module.rsplit("/", 1)[-1] in GROUPED_MODULES else nodeid
+
+
+def pytest_collection_modifyitems(items):
+  """The work starts with the longest units (LPT): the workers finish
+  together."""
   units = {}
   for item in items:
-    groups = [m.args[0] for m in item.iter_markers("xdist_group")]
-    units.setdefault(groups[0] if groups else item.nodeid, []).append(item)
-  ordered = sorted(units.values(), key=lambda u: -sum(map(_seconds, u)))
+    units.setdefault(_unit(item.nodeid), []).append(item)
+  ordered = sorted(units.values(),
+                   key=lambda u: -sum(_seconds(i.nodeid) for i in u))
   items[:] = [item for unit in ordered for item in unit]
+
+
+def pytest_xdist_make_scheduler(config, log):
+  """Units (`_unit`) go to the next free worker in collection order."""
+  from xdist.scheduler import LoadScopeScheduling  # pylint: disable=g-import-not-at-top
+
+  class UnitScheduling(LoadScopeScheduling):
+
+    def _split_scope(self, nodeid):
+      return _unit(nodeid)
+
+  config.option.loadscopereorder = False  # Keep the order above.
+  return UnitScheduling(config, log)
