@@ -1,5 +1,6 @@
 """Shared test helpers: small real-MNIST configs, subprocess runs, the
-session's trained workdir and its persistent compilation cache."""
+session's trained workdir, its persistent compilation cache and dataset
+cache."""
 
 import contextlib
 import dataclasses
@@ -130,8 +131,9 @@ def file_lock(path):
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config):
-  """A persistent compilation cache for the run, in the tests' processes and
-  the subprocesses they start (which inherit the environment).
+  """A persistent compilation cache and a cache of decoded datasets for the
+  run, in the tests' processes and the subprocesses they start (which
+  inherit the environment).
 
   Most end-to-end tests compile the same few programs (the train step and
   evaluators of `SMALL`), each in its own process: compiled once, the
@@ -146,7 +148,10 @@ def pytest_configure(config):
   cache.mkdir(exist_ok=True)
   settings = {"JAX_COMPILATION_CACHE_DIR": str(cache),
               "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-              "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"}
+              "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
+              # Decoded tfds splits (`sources.read_tfds`): decoded once per
+              # test run, not read from (or left in) the user's cache.
+              sources.CACHE_ENV: str(shared_root(factory) / "vae_jax_cache")}
   os.environ.update(settings)
   jax.config.update("jax_compilation_cache_dir", str(cache))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
@@ -208,35 +213,6 @@ def trained_small(tmp_path_factory):
   return TrainedRun(config=config, workdir=str(workdir),
                     final=record["final"],
                     validate_calls=record["validate_calls"])
-
-
-# ----------------------------------------------------------------------------
-# One worker: what its tests share.
-
-_TFDS_SPLITS = {}
-
-
-@pytest.fixture(scope="session", autouse=True)
-def tfds_splits_read_once():
-  """Each process reads each split of a prepared TFDS dataset once.
-
-  Decoding MNIST's training set takes seconds, and most in-process runs
-  read it. `sources.read_tfds` stays what the code calls (tests that count
-  its calls still do); later calls get fresh copies of the same arrays.
-  """
-  read = sources.read_tfds
-
-  def read_once(builder, split):
-    key = (builder.info.full_name, str(builder.data_dir), split)
-    if key not in _TFDS_SPLITS:
-      _TFDS_SPLITS[key] = read(builder, split)
-    ex = _TFDS_SPLITS[key]
-    return dataclasses.replace(
-        ex, x=ex.x.copy(), y=None if ex.y is None else ex.y.copy())
-
-  with pytest.MonkeyPatch.context() as m:
-    m.setattr(sources, "read_tfds", read_once)
-    yield
 
 
 # ----------------------------------------------------------------------------

@@ -343,3 +343,47 @@ def test_bad_data_is_one_sentence_exit_2_nothing_written(bad_root, tmp_path,
   assert len(lines) == 1, out.stderr[-2000:]
   assert message.format(root=bad_root) in lines[0]
   assert not workdir.exists()  # Nothing written.
+
+
+def test_tfds_splits_are_decoded_once_then_read_from_the_cache(
+    tmp_path, monkeypatch):
+  monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path / "cache"))
+  builder = sources.tfds_builder(small_config().data)
+  first = sources.read_tfds(builder, "test[:2%]")
+  assert first.x.shape == (200, 28, 28, 1) and first.x.dtype == np.uint8
+  assert len(os.listdir(tmp_path / "cache" / "tfds")) == 1
+
+  def no_decoding(*args):
+    raise AssertionError(f"decoded again: {args}")
+
+  monkeypatch.setattr(sources, "_decode_tfds", no_decoding)
+  again = sources.read_tfds(builder, "test[:2%]")
+  np.testing.assert_array_equal(again.x, first.x)
+  np.testing.assert_array_equal(again.y, first.y)
+  assert again.class_names == first.class_names == tuple("0123456789")
+  assert again.where == first.where == "mnist test[:2%]"
+  with pytest.raises(AssertionError, match="decoded again"):
+    sources.read_tfds(builder, "test[:3%]")  # Another split: not cached.
+
+
+def test_tfds_cache_is_keyed_on_the_prepared_files(tmp_path, monkeypatch):
+  monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path / "cache"))
+  prepared = tmp_path / "fake" / "1.0.0"
+  prepared.mkdir(parents=True)
+  (prepared / "fake-train.tfrecord-00000-of-00001").write_bytes(b"1234")
+  builder = type("Builder", (), {"data_dir": str(prepared),
+                                 "info": type("Info", (), {"name": "fake"})})
+  path = sources._tfds_cache_path(builder, "train")
+  assert path.startswith(str(tmp_path / "cache" / "tfds" / "fake-"))
+  assert sources._tfds_cache_path(builder, "train") == path
+  assert sources._tfds_cache_path(builder, "test") != path
+  os.utime(prepared / "fake-train.tfrecord-00000-of-00001", (1, 1))
+  assert sources._tfds_cache_path(builder, "train") != path  # Re-prepared.
+
+
+def test_an_unwritable_cache_is_skipped(tmp_path, monkeypatch):
+  (tmp_path / "a_file").write_text("")
+  monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path / "a_file"))
+  builder = sources.tfds_builder(small_config().data)
+  examples = sources.read_tfds(builder, "test[:1%]")
+  assert examples.x.shape == (100, 28, 28, 1)
