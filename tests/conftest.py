@@ -16,6 +16,7 @@ import jax
 import ml_collections
 import pytest
 
+from vae_jax import cli
 from vae_jax import config_lib
 from vae_jax import sources
 from vae_jax import steps
@@ -82,13 +83,7 @@ def small_config(**overrides):
   return config_lib.get_config(DEFAULT_CONFIG, None, {**SMALL, **overrides})
 
 
-def cli_args(overrides: dict) -> list[str]:
-  args = []
-  for k, v in overrides.items():
-    if isinstance(v, tuple):
-      v = "(" + ",".join(map(str, v)) + ",)"
-    args.append(f"--config.{k}={v}")
-  return args
+cli_args = cli.override_flags
 
 
 def run_cli(workdir, overrides=None, mode="train", env=None, **kwargs):

@@ -71,6 +71,18 @@ def run(fn: Callable[..., Any], *args, **kwargs) -> Any:
     fail(str(e))
 
 
+def override_flags(overrides: dict[str, Any]) -> list[str]:
+  """`{"model.hidden": (500,), "seed": 1}` as the command line's config
+  overrides: `["--config.model.hidden=(500,)", "--config.seed=1"]` (tuples
+  written so that ml_collections parses them back as tuples)."""
+  args = []
+  for name, value in overrides.items():
+    if isinstance(value, tuple):
+      value = "(" + ",".join(map(str, value)) + ",)"
+    args.append(f"--config.{name}={value}")
+  return args
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """The `flags_parser` of every vae_jax `app.run`: parses the command line
   and loads the config file, turning any failure (a missing or broken
