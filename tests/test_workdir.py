@@ -1,10 +1,12 @@
-"""A run's directory: config compatibility, checkpoints, results."""
+"""A run's directory: config compatibility, checkpoints, results, events."""
 
+import io
 import json
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from PIL import Image
 import pytest
 
 from vae_jax import config_lib
@@ -12,6 +14,7 @@ from vae_jax import models
 from vae_jax import optim
 from vae_jax import steps
 from vae_jax import workdir as workdir_lib
+from vae_jax import writers
 from vae_jax.errors import UserError
 
 EVENT = (4, 4, 1)
@@ -190,3 +193,28 @@ def test_a_config_from_an_older_schema_is_one_sentence(tmp_path):
   (tmp_path / "config.json").write_text(json.dumps(old))
   with pytest.raises(UserError, match="older vae_jax.*evals"):
     workdir_lib.load_config(str(tmp_path))
+
+
+def test_tensorboard_events_hold_the_scalars_and_images(tmp_path):
+  # TensorBoard's own reader (it may import TensorFlow: only here).
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  w = writers.MetricWriter(str(tmp_path), resume_step=0)
+  w.write_scalars(10, {"train/loss": 2.5, "train/kl": np.float32(0.25)})
+  w.write_scalars(20, {"train/loss": 1.5})
+  gray = np.linspace(0.0, 1.0, 12, dtype=np.float32).reshape(3, 4, 1)
+  w.write_images(20, {"samples": gray}, evaluator="images")
+  w.close()
+  events = event_accumulator.EventAccumulator(str(tmp_path / "tb"))
+  events.Reload()
+  assert [(e.step, e.value) for e in events.Scalars("train/loss")] == [
+      (10, 2.5), (20, 1.5)]
+  assert [e.value for e in events.Scalars("train/kl")] == [0.25]
+  (image,) = events.Images("samples")
+  assert (image.step, image.height, image.width) == (20, 3, 4)
+  decoded = np.asarray(Image.open(io.BytesIO(image.encoded_image_string)))
+  np.testing.assert_array_equal(decoded, np.round(gray[..., 0] * 255))
+  # The same steps in metrics.jsonl; the PNG beside it.
+  rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").open()]
+  assert rows == [{"step": 10, "train/loss": 2.5, "train/kl": 0.25},
+                  {"step": 20, "train/loss": 1.5}]
+  assert (tmp_path / "images" / "samples_00000020.png").exists()

@@ -4,14 +4,20 @@ Only process 0 writes; the other processes get a writer that does nothing,
 so call sites need no `if jax.process_index() == 0`.
 """
 
+import io
 import json
 import os
+import socket
+import time
 from typing import Any
 
-from absl import logging
 import jax
 import matplotlib
 import numpy as np
+from PIL import Image
+from tensorboard.compat.proto import event_pb2
+from tensorboard.compat.proto import summary_pb2
+from tensorboard.summary.writer import record_writer
 
 matplotlib.use("Agg")  # Files only; never a window.
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -83,8 +89,24 @@ def truncate_jsonl(path: str, max_step: int) -> None:
     f.writelines(lines)
 
 
+def _png(grid: np.ndarray) -> bytes:
+  """An `[H, W, 1 or 3]` image in [0, 1] as PNG bytes (8 bits)."""
+  pixels = np.round(np.clip(grid, 0.0, 1.0) * 255).astype(np.uint8)
+  out = io.BytesIO()
+  Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(
+      out, format="PNG")
+  return out.getvalue()
+
+
 class MetricWriter:
-  """Scalars to TensorBoard and `metrics.jsonl`; images to TB and PNG."""
+  """Scalars to TensorBoard and `metrics.jsonl`; images to TB and PNG.
+
+  TensorBoard event files are written with the `tensorboard` package's
+  record writer and protos (scalars as `simple_value`, images as
+  PNG-encoded `Summary.Image`), to a plain file: its `EventFileWriter`
+  opens files through TensorFlow when TensorFlow is installed, an import
+  that costs seconds per run.
+  """
 
   def __init__(self, workdir: str, resume_step: int):
     self.workdir = workdir
@@ -94,15 +116,21 @@ class MetricWriter:
     os.makedirs(os.path.join(workdir, "images"), exist_ok=True)
     self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
     truncate_jsonl(self.jsonl_path, resume_step)
-    try:  # TensorBoard event files are written through TensorFlow.
-      import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    except ImportError:
-      logging.warning("TensorFlow is not installed: no TensorBoard events; "
-                      "metrics.jsonl and images/ hold everything.")
-      self._tf = self._tb = None
-    else:
-      self._tf = tf
-      self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tb"))
+    logdir = os.path.join(workdir, "tb")
+    os.makedirs(logdir, exist_ok=True)
+    # TensorBoard reads every file whose name holds "tfevents"; a resumed
+    # run adds a file beside the earlier ones.
+    path = os.path.join(logdir, f"events.out.tfevents.{int(time.time()):010d}"
+                        f".{socket.gethostname()}.{os.getpid()}.vae_jax")
+    self._tb = record_writer.RecordWriter(open(path, "wb"))  # pylint: disable=consider-using-with
+    self._tb.write(event_pb2.Event(
+        wall_time=time.time(), file_version="brain.Event:2"
+    ).SerializeToString())
+
+  def _add(self, step: int, values: list[summary_pb2.Summary.Value]) -> None:
+    self._tb.write(event_pb2.Event(
+        wall_time=time.time(), step=step,
+        summary=summary_pb2.Summary(value=values)).SerializeToString())
 
   def write_scalars(self, step: int, scalars: dict[str, Any]) -> None:
     if not self.enabled:
@@ -110,10 +138,8 @@ class MetricWriter:
     scalars = {k: float(v) for k, v in scalars.items()}
     with open(self.jsonl_path, "a") as f:
       f.write(json.dumps({"step": step, **scalars}) + "\n")
-    if self._tb is not None:
-      with self._tb.as_default():
-        for k, v in scalars.items():
-          self._tf.summary.scalar(k, v, step=step)
+    self._add(step, [summary_pb2.Summary.Value(tag=k, simple_value=v)
+                     for k, v in scalars.items()])
 
   def write_images(self, step: int, images: dict[str, np.ndarray],
                    evaluator: str = "") -> None:
@@ -122,15 +148,17 @@ class MetricWriter:
     if not self.enabled:
       return
     write_image_files(self.workdir, step, images, evaluator)
-    if self._tb is not None:
-      with self._tb.as_default():
-        for name, grid in images.items():
-          self._tf.summary.image(name, np.clip(grid, 0, 1)[None], step=step)
+    if images:
+      self._add(step, [summary_pb2.Summary.Value(
+          tag=name, image=summary_pb2.Summary.Image(
+              height=grid.shape[0], width=grid.shape[1],
+              colorspace=grid.shape[2], encoded_image_string=_png(grid)))
+                       for name, grid in images.items()])
 
   def flush(self) -> None:
-    if self.enabled and self._tb is not None:
+    if self.enabled:
       self._tb.flush()
 
   def close(self) -> None:
-    if self.enabled and self._tb is not None:
+    if self.enabled:
       self._tb.close()
