@@ -387,3 +387,14 @@ def test_an_unwritable_cache_is_skipped(tmp_path, monkeypatch):
   builder = sources.tfds_builder(small_config().data)
   examples = sources.read_tfds(builder, "test[:1%]")
   assert examples.x.shape == (100, 28, 28, 1)
+
+
+def test_a_cut_short_cache_file_is_decoded_again(tmp_path, monkeypatch):
+  monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path / "cache"))
+  builder = sources.tfds_builder(small_config().data)
+  first = sources.read_tfds(builder, "test[:1%]")
+  (path,) = (tmp_path / "cache" / "tfds").iterdir()
+  path.write_bytes(path.read_bytes()[:1000])  # E.g. a full disk.
+  again = sources.read_tfds(builder, "test[:1%]")
+  np.testing.assert_array_equal(again.x, first.x)
+  assert len(np.load(path)["x"]) == 100  # Rewritten whole.

@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import socket
+import zipfile
 
 from absl import logging
 import numpy as np
@@ -397,8 +398,8 @@ def read_tfds(builder, split: str) -> Examples:
       y = f["y"] if "y" in f else None
       return Examples(f["x"], y, tuple(str(c) for c in f["class_names"]),
                       str(f["where"]))
-  except (OSError, KeyError, ValueError):
-    pass  # Not cached yet, or unreadable: decode.
+  except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile):
+    pass  # Not cached yet, or unreadable (e.g. cut short): decode.
   examples = _decode_tfds(builder, split)
   try:
     os.makedirs(os.path.dirname(path), exist_ok=True)

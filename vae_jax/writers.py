@@ -140,6 +140,7 @@ class MetricWriter:
       f.write(json.dumps({"step": step, **scalars}) + "\n")
     self._add(step, [summary_pb2.Summary.Value(tag=k, simple_value=v)
                      for k, v in scalars.items()])
+    self._tb.flush()  # As metrics.jsonl: on disk before training goes on.
 
   def write_images(self, step: int, images: dict[str, np.ndarray],
                    evaluator: str = "") -> None:
