@@ -50,12 +50,20 @@ def figure_to_array(fig) -> np.ndarray:
   return rgba
 
 
+def _png(grid: np.ndarray) -> bytes:
+  """An `[H, W, 1 or 3]` image in [0, 1] as PNG bytes (8 bits)."""
+  pixels = np.round(np.clip(grid, 0.0, 1.0) * 255).astype(np.uint8)
+  out = io.BytesIO()
+  Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(
+      out, format="PNG")
+  return out.getvalue()
+
+
 def save_png(path: str, grid: np.ndarray) -> None:
-  grid = np.clip(grid, 0.0, 1.0)
-  if grid.shape[-1] == 1:
-    plt.imsave(path, grid[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
-  else:
-    plt.imsave(path, grid)
+  """Writes an `[H, W, 1 or 3]` image in [0, 1] as an 8-bit PNG file (the
+  same bytes as its TensorBoard image)."""
+  with open(path, "wb") as f:
+    f.write(_png(grid))
 
 
 IMAGE_INDEX = "index.jsonl"  # In images/: which evaluator drew each file.
@@ -87,15 +95,6 @@ def truncate_jsonl(path: str, max_step: int) -> None:
     lines = [l for l in f if l.strip() and json.loads(l)["step"] <= max_step]
   with open(path, "w") as f:
     f.writelines(lines)
-
-
-def _png(grid: np.ndarray) -> bytes:
-  """An `[H, W, 1 or 3]` image in [0, 1] as PNG bytes (8 bits)."""
-  pixels = np.round(np.clip(grid, 0.0, 1.0) * 255).astype(np.uint8)
-  out = io.BytesIO()
-  Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(
-      out, format="PNG")
-  return out.getvalue()
 
 
 class MetricWriter:

@@ -307,7 +307,8 @@ class Evaluator:
       ax.hist(values[anomalous], bins, alpha=0.6, density=True,
               label="anomalous")
       ax.set(title=name, yticks=[])
-    axes[0][0].legend(loc="upper right", fontsize=8)  # "best" searches every bar.
+    # A fixed place: "best" searches every bar of the histograms.
+    axes[0][0].legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     return {"anomaly_roc": roc,
             "anomaly_scores": writers.figure_to_array(fig)}
