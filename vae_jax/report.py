@@ -325,11 +325,20 @@ def _plot_curves(workdir: str) -> bool:
   panels = {t: keys for t, keys in panels.items() if keys}
   if not panels:
     return False
-  plt = writers.plt
+  plt = writers.pyplot()
   cols = min(3, len(panels))
   rows = -(-len(panels) // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(4.3 * cols, 3.0 * rows),
-                           dpi=100, squeeze=False)
+  width, height = 4.3 * cols, 3.0 * rows
+  fig, axes = plt.subplots(rows, cols, figsize=(width, height), dpi=100,
+                           squeeze=False)
+  # Fixed margins (inches) for the tick labels, titles and axis labels:
+  # tight_layout would draw the figure once more to measure them.
+  left, right, bottom, top, gap_x, gap_y = 0.6, 0.15, 0.45, 0.3, 0.7, 0.8
+  fig.subplots_adjust(
+      left=left / width, right=1 - right / width, bottom=bottom / height,
+      top=1 - top / height,
+      wspace=gap_x * cols / (width - left - right - gap_x * (cols - 1)),
+      hspace=gap_y * rows / (height - bottom - top - gap_y * (rows - 1)))
   for ax, (title, keys) in zip(axes.reshape(-1), panels.items()):
     for k in keys:
       steps, values = zip(*sorted(dict(series[k]).items()))
@@ -343,7 +352,6 @@ def _plot_curves(workdir: str) -> bool:
       _zoom(ax, [v for k in keys for _, v in series[k]])
   for ax in axes.reshape(-1)[len(panels):]:
     ax.axis("off")
-  fig.tight_layout()
   fig.savefig(os.path.join(workdir, CURVES))
   plt.close(fig)
   return True

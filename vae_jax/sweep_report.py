@@ -104,7 +104,7 @@ def plot(rows: list[dict], workdir: str) -> None:
   if not rows:
     return
   from vae_jax import writers  # pylint: disable=g-import-not-at-top
-  plt = writers.plt
+  plt = writers.pyplot()
 
   fig, ax = plt.subplots(figsize=(6.5, 4.5))
   curves = _seed_means(rows, "latent_dim", "beta", ("rate", "distortion"))

@@ -4,6 +4,7 @@ Only process 0 writes; the other processes get a writer that does nothing,
 so call sites need no `if jax.process_index() == 0`.
 """
 
+import functools
 import io
 import json
 import os
@@ -12,15 +13,27 @@ import time
 from typing import Any
 
 import jax
-import matplotlib
 import numpy as np
 from PIL import Image
 from tensorboard.compat.proto import event_pb2
 from tensorboard.compat.proto import summary_pb2
 from tensorboard.summary.writer import record_writer
 
-matplotlib.use("Agg")  # Files only; never a window.
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+@functools.cache
+def pyplot():
+  """matplotlib.pyplot on the Agg backend (files only, never a window).
+
+  Imported on first use: it costs ~0.7 s, which a command that stops on a
+  bad input (or draws nothing) does not pay.
+  """
+  # pylint: disable=g-import-not-at-top
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  # pylint: enable=g-import-not-at-top
+  return plt
 
 
 def format_eta(seconds: float) -> str:
@@ -46,7 +59,7 @@ def figure_to_array(fig) -> np.ndarray:
   """A matplotlib figure as an `[H, W, 3]` float image in [0, 1]; closes it."""
   fig.canvas.draw()
   rgba = np.asarray(fig.canvas.buffer_rgba(), np.float32)[..., :3] / 255.0
-  plt.close(fig)
+  pyplot().close(fig)
   return rgba
 
 

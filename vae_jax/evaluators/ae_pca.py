@@ -33,7 +33,6 @@ from absl import logging
 import jax
 import ml_collections
 import numpy as np
-from scipy import linalg
 
 from vae_jax import input_pipeline
 from vae_jax import sharding
@@ -104,6 +103,7 @@ def pca_reconstruct(pca: Pca, x: np.ndarray) -> np.ndarray:
 def principal_angles_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   """Principal angles in degrees between the row spaces of `[k, D]` and
   `[m, D]` matrices (scipy `subspace_angles`), largest first."""
+  from scipy import linalg  # pylint: disable=g-import-not-at-top
   return np.degrees(linalg.subspace_angles(np.asarray(a, np.float64).T,
                                            np.asarray(b, np.float64).T))
 

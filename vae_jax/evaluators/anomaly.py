@@ -38,7 +38,6 @@ import time
 from absl import logging
 import jax
 import jax.numpy as jnp
-import matplotlib.pyplot as plt
 import ml_collections
 import numpy as np
 
@@ -284,7 +283,7 @@ class Evaluator:
 
   def _figures(self, test, anomalous, classes) -> dict[str, np.ndarray]:
     n = len(self.names)
-    fig, ax = plt.subplots(figsize=(4.5, 4.2), dpi=100)
+    fig, ax = writers.pyplot().subplots(figsize=(4.5, 4.2), dpi=100)
     from sklearn import metrics  # pylint: disable=g-import-not-at-top
     for name in self.names:
       fpr, tpr, _ = metrics.roc_curve(anomalous, test[name])
@@ -296,7 +295,7 @@ class Evaluator:
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     roc = writers.figure_to_array(fig)
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 2.8), dpi=100,
+    fig, axes = writers.pyplot().subplots(1, n, figsize=(3.2 * n, 2.8), dpi=100,
                              squeeze=False)
     for ax, name in zip(axes[0], self.names):
       values = test[name]

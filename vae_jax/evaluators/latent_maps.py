@@ -47,7 +47,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from scipy import special
 
 from vae_jax import importance
 from vae_jax import input_pipeline
@@ -66,6 +65,7 @@ FIGURES = ("latent_scatter", "latent_manifold", "latent_traversals",
 def gaussian_quantile_grid(size: int) -> np.ndarray:
   """`[size]` standard-normal quantiles Phi^-1(linspace(0.05, 0.95, size)),
   the grid of Kingma and Welling (2014, Fig. 4): equal prior mass apart."""
+  from scipy import special  # pylint: disable=g-import-not-at-top
   return special.ndtri(np.linspace(0.05, 0.95, size))
 
 
@@ -304,7 +304,7 @@ class Evaluator:
     return common.Output(metrics={}, images=images)
 
   def _scatter_figure(self, coords, how, step) -> np.ndarray:
-    fig, ax = writers.plt.subplots(figsize=(6.0, 5.0), dpi=100)
+    fig, ax = writers.pyplot().subplots(figsize=(6.0, 5.0), dpi=100)
     self._scatter(ax, coords)
     ax.set_title(f"Test {'posterior means' if self.ctx.is_vae else 'codes'}"
                  f" at {self._when(step)}: {how}", fontsize=9)
@@ -322,7 +322,7 @@ class Evaluator:
                  linewidths=0)
       return
     names = self.ctx.data.class_names
-    cmap = writers.plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    cmap = writers.pyplot().get_cmap("tab10" if len(names) <= 10 else "tab20")
     labels = self.labels[:n]
     for k, name in enumerate(names):
       keep = labels == k
@@ -381,8 +381,8 @@ class Evaluator:
     legend_rows = -(-len(self.ctx.data.class_names) // ncol) if legend else 0
     top, bottom = 0.35 + 0.18 * len(title), 0.35 + 0.2 * legend_rows
     height = 3.0 * rows + top + bottom
-    fig, axes = writers.plt.subplots(rows, cols, figsize=(width, height),
-                                     dpi=90, squeeze=False)
+    fig, axes = writers.pyplot().subplots(
+        rows, cols, figsize=(width, height), dpi=90, squeeze=False)
     fig.subplots_adjust(left=0.45 / width, right=1 - 0.15 / width,
                         bottom=bottom / height, top=1 - top / height,
                         wspace=0.25, hspace=0.35 * 3.0 / (3.0 - 0.35))
@@ -410,7 +410,7 @@ def _image_figure(images: np.ndarray, cols: int, title: str,
   rows = -(-len(images) // cols)
   h, w = images.shape[1:3]
   cell = 0.5 if max(h, w) <= 16 else 0.45
-  fig, ax = writers.plt.subplots(
+  fig, ax = writers.pyplot().subplots(
       figsize=(max(4.0, cols * cell + (1.6 if row_labels else 0.4)),
                rows * cell * h / w + 0.9), dpi=100)
   if grid.shape[-1] == 1:
