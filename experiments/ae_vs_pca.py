@@ -139,7 +139,7 @@ def write(rows: list[dict], out: str, wall_s: float) -> None:
     f.write("\n".join(lines) + "\n")
 
   from vae_jax import writers  # pylint: disable=g-import-not-at-top
-  fig, ax = writers.plt.subplots(figsize=(6.0, 4.2), dpi=110)
+  fig, ax = writers.pyplot().subplots(figsize=(6.0, 4.2), dpi=110)
   ks = sorted(pca)
   ax.plot(ks, [pca[k][0] for k in ks], "o-", label="PCA")
   for kind, label in (("linear", "linear AE, squared error"),
@@ -157,7 +157,7 @@ def write(rows: list[dict], out: str, wall_s: float) -> None:
   ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(os.path.join(out, "ae_vs_pca.png"))
-  writers.plt.close(fig)
+  writers.pyplot().close(fig)
 
 
 def main(argv):
