@@ -44,9 +44,6 @@ sys.path.insert(0, REPO)
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from vae_jax import config_lib
 from vae_jax import input_pipeline
-from vae_jax import models
-from vae_jax import objectives
-from vae_jax import optim
 from vae_jax import sharding
 from vae_jax import steps
 from vae_jax import train
@@ -89,10 +86,9 @@ class Program:
     config = configs[0]
     config_lib.validate(config)
     data = input_pipeline.load(config.data)
-    model = models.create_model(config.model, data.event_shape)
-    objective = objectives.create(config.objective, model)
     _, total = train.schedule_length(config, data.num_train_examples)
-    tx, schedule = optim.create(config.optimizer, total)
+    model, objective, tx, schedule = train.build_model(
+        config, data.event_shape, total)
     mesh = sharding.create(1, k)
     self.state = steps.stack(train.initial_states(
         configs, model, tx, data.event_shape, mesh))

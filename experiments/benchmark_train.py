@@ -57,9 +57,6 @@ import matmul_ceiling
 from vae_jax import cli
 from vae_jax import config_lib
 from vae_jax import input_pipeline
-from vae_jax import models
-from vae_jax import objectives
-from vae_jax import optim
 from vae_jax import sharding
 from vae_jax import steps
 from vae_jax import train
@@ -134,10 +131,9 @@ class StepAlone:
     config = config_lib.get_config(CONFIG, None, MODEL)
     config_lib.validate(config)
     data = input_pipeline.load(config.data)
-    model = models.create_model(config.model, data.event_shape)
-    objective = objectives.create(config.objective, model)
     _, total = train.schedule_length(config, data.num_train_examples)
-    tx, schedule = optim.create(config.optimizer, total)
+    model, objective, tx, schedule = train.build_model(
+        config, data.event_shape, total)
     mesh = sharding.create(1)
     state = train.initial_states([config], model, tx, data.event_shape,
                                  mesh)[0]

@@ -31,6 +31,7 @@ import zipfile
 from absl import logging
 import numpy as np
 
+from vae_jax import files
 from vae_jax.errors import UserError
 
 SOURCES = ("tfds", "npz", "images", "csv", "sklearn")
@@ -403,12 +404,10 @@ def read_tfds(builder, split: str) -> Examples:
   examples = _decode_tfds(builder, split)
   try:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp.npz"
-    np.savez(tmp, x=examples.x, class_names=np.array(examples.class_names,
-                                                     dtype=str),
-             where=examples.where,
-             **({} if examples.y is None else {"y": examples.y}))
-    os.replace(tmp, path)
+    files.save_npz(path, x=examples.x,
+                   class_names=np.array(examples.class_names, dtype=str),
+                   where=examples.where,
+                   **({} if examples.y is None else {"y": examples.y}))
   except OSError as e:
     logging.info("Not caching the decoded %s: %s", examples.where, e)
   return examples

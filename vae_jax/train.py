@@ -113,10 +113,6 @@ def _train_locked(configs: list[ml_collections.ConfigDict],
                                          data.event_shape)[0]
   input_pipeline.check_likelihood(data, likelihood,
                                   models.is_vae(config.model))
-  # Model and objective.
-  model = models.create_model(config.model, data.event_shape)
-  objective = objectives.create(config.objective, model)
-  # Optimizer.
   lengths = [schedule_length(config, split.num_examples)
              for split in data.train]
   if len({total for _, total in lengths}) > 1:
@@ -127,7 +123,7 @@ def _train_locked(configs: list[ml_collections.ConfigDict],
         f"{', '.join(str(n) for _, n in lengths)} steps: set "
         "training.num_steps.")
   total = lengths[0][1]
-  tx, schedule = optim.create(config.optimizer, total)
+  model, objective, tx, schedule = build_model(config, data.event_shape, total)
   # Mesh.
   mesh = sharding.create(t.model_axis_size, len(configs))
 
@@ -307,6 +303,16 @@ def _train_locked(configs: list[ml_collections.ConfigDict],
 
 # ----------------------------------------------------------------------------
 # Builders of the loop's parts (also what the benchmarks time).
+
+
+def build_model(config: ml_collections.ConfigDict,
+                event_shape: tuple[int, ...], total_steps: int):
+  """`(model, objective, tx, schedule)` of `config` for examples of
+  `event_shape` and a run of `total_steps` (the schedule's length)."""
+  model = models.create_model(config.model, event_shape)
+  objective = objectives.create(config.objective, model)
+  tx, schedule = optim.create(config.optimizer, total_steps)
+  return model, objective, tx, schedule
 
 
 def initial_states(configs: list[ml_collections.ConfigDict], model, tx,

@@ -30,6 +30,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from vae_jax import config_lib
+from vae_jax import files
 from vae_jax import splits
 from vae_jax.errors import UserError
 
@@ -143,8 +144,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, CONFIG), "w") as f:
-      f.write(config.to_json(indent=2))
+    files.write_text(os.path.join(workdir, CONFIG), config.to_json(indent=2))
 
 
 def code_version() -> dict[str, Any]:
@@ -308,9 +308,7 @@ def write_window(workdir: str, step: int, window_step: int,
   windows = {k: v for k, v in _read_windows(path).items() if k in kept}
   windows[str(step)] = {"window_step": int(window_step),
                         "sums": {k: float(v) for k, v in sums.items()}}
-  with open(path + ".tmp", "w") as f:
-    json.dump(windows, f)
-  os.replace(path + ".tmp", path)
+  files.write_json(path, windows)
 
 
 def read_window(workdir: str, step: int) -> dict[str, Any] | None:
@@ -328,8 +326,7 @@ def _read_windows(path: str) -> dict[str, Any]:
 
 def write_results(workdir: str, results: dict[str, Any]) -> None:
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, RESULTS), "w") as f:
-      json.dump(results, f, indent=2)
+    files.write_json(os.path.join(workdir, RESULTS), results, indent=2)
 
 
 def read_results(workdir: str) -> dict[str, Any]:
@@ -347,8 +344,8 @@ def write_standardization(workdir: str,
                           ) -> None:
   """Saves a table's standardization (`splits.Standardization` or None)."""
   if standardization is not None and jax.process_index() == 0:
-    with open(os.path.join(workdir, STANDARDIZATION), "w") as f:
-      f.write(standardization.to_json())
+    files.write_text(os.path.join(workdir, STANDARDIZATION),
+                     standardization.to_json())
 
 
 def read_standardization(workdir: str) -> splits.Standardization | None:

@@ -34,6 +34,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from vae_jax import files
 from vae_jax import input_pipeline
 from vae_jax import sharding
 from vae_jax import steps
@@ -58,10 +59,8 @@ class Pca:
 
   def save(self, path: str) -> None:
     """Writes the fit to `path` (.npz), atomically."""
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, mean=self.mean_, components=self.components_,
-             n_samples=self.n_samples_)
-    os.replace(tmp, path)
+    files.save_npz(path, mean=self.mean_, components=self.components_,
+                   n_samples=self.n_samples_)
 
   @classmethod
   def load(cls, path: str) -> "Pca":

@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from vae_jax import files
 from vae_jax import importance
 from vae_jax import input_pipeline
 from vae_jax import sharding
@@ -354,10 +355,8 @@ class Evaluator:
     history.append((step, coords.astype(np.float32), how))
     if path and jax.process_index() == 0:
       arrays = {f"coords_{s}": c.astype(np.float16) for s, c, _ in history}
-      tmp = path + ".tmp.npz"
-      np.savez(tmp, steps=np.array([s for s, _, _ in history]),
-               how=np.array([h for _, _, h in history]), **arrays)
-      os.replace(tmp, path)
+      files.save_npz(path, steps=np.array([s for s, _, _ in history]),
+                     how=np.array([h for _, _, h in history]), **arrays)
     return history
 
   def _history_figure(self, history) -> np.ndarray:
