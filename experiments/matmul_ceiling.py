@@ -23,6 +23,8 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
+from vae_jax import compiler
+
 
 @dataclasses.dataclass(frozen=True)
 class Dot:
@@ -90,11 +92,13 @@ def dots(fn, *args) -> list[Dot]:
   return list(merged.values())
 
 
-def time_dot(dot: Dot, min_seconds: float = 0.5, repeats: int = 5) -> float:
+def time_dot(dot: Dot, min_seconds: float = 0.5, repeats: int = 5,
+             compiler_options: dict[str, Any] | None = None) -> float:
   """Seconds of one execution of `dot` in a dispatch-free loop (median).
 
   The loop's operand depends on the previous product (a scalar added to the
   left operand), so XLA can neither hoist nor drop any of the products.
+  `compiler_options` as for `jax.jit`.
   """
   key = jax.random.key(0)
   lhs = jax.random.normal(key, dot.lhs, dot.dtype)
@@ -106,7 +110,7 @@ def time_dot(dot: Dot, min_seconds: float = 0.5, repeats: int = 5) -> float:
       return c + 1e-30 * out.ravel()[0]
     return lax.fori_loop(0, iters, body, jnp.zeros((), dot.dtype))
 
-  run = jax.jit(run)
+  run = jax.jit(run, compiler_options=compiler_options)
   jax.block_until_ready(run(1, lhs, rhs))
   iters, seconds = 1, 0.0
   while seconds < min_seconds / repeats:  # Sizes the loop.
@@ -125,6 +129,10 @@ def time_dot(dot: Dot, min_seconds: float = 0.5, repeats: int = 5) -> float:
 def floor(fn, *args, min_seconds: float = 0.5) -> dict[str, Any]:
   """The matmul floor of one call of `fn(*args)`.
 
+  Each dot is timed with XLA's default CPU kernels and with the project's
+  options (`vae_jax.compiler`), and the faster counts: the floor is the
+  best this machine does on those shapes, whichever library runs them.
+
   Returns:
     `seconds` (sum over its dots of count x the dot's time alone),
     `dot_flops` (their FLOPs), `gflops` (dot_flops / seconds: the rate this
@@ -132,7 +140,8 @@ def floor(fn, *args, min_seconds: float = 0.5) -> dict[str, Any]:
   """
   rows, total_s, total_f = [], 0.0, 0.0
   for d in dots(fn, *args):
-    s = time_dot(d, min_seconds)
+    s = min(time_dot(d, min_seconds, compiler_options=o)
+            for o in (None, compiler.options()))
     rows.append({"shape": d.describe(), "count": d.count, "flops": d.flops,
                  "seconds": s, "gflops": d.flops / s / 1e9})
     total_s += d.count * s

@@ -1,20 +1,29 @@
 """XLA compiler options of the hot programs: the train chunk and evaluators.
 
 On the CPU, XLA (jaxlib 0.10) hands fusions of dots, elementwise ops and
-reductions to the YNNPACK library by default. For this project's MLPs,
-YNNPACK is fast on the dots alone but slow on the elementwise and reduction
-fusions around them (measured on the 2-core CI CPU, one run, quiet machine,
-MLP VAE 784-500-20 train step and the IS-NLL of 784-500-500-50):
+reductions to the YNNPACK library by default. For this project's models
+YNNPACK is slow on the elementwise and reduction fusions, and even its dot
+fusions (a dot with the bias add and activation around it) lose to XLA's
+own dots and loop fusions. Measured on the 2-core CI CPU (jaxlib 0.10.2),
+quiet machine, all settings interleaved in one process
+(`experiments/compiler_options.py --repeats=7`): the train chunk per step
+(batch 128) and one chunk of the IS-NLL evaluator (500 test images x 100
+samples, 784-500-500-50):
 
-  | YNNPACK fusions            | train step | IS-NLL batch |
-  | default (dot, elementwise) |      1.00x |        1.00x |
-  | dots only                  |      0.81x |        0.83x |
+  | YNNPACK fusions | 784-500-20 | 784-500-500-50 | conv VAE | IS-NLL  |
+  | all (default)   |   10.02 ms |       13.38 ms |   169 ms | 3.18 s  |
+  | dots            |    9.15 ms |       13.30 ms |   173 ms | 1.30 s  |
+  | individual dots |    9.10 ms |       13.60 ms |   165 ms | 0.92 s  |
+  | none            |    9.68 ms |       13.75 ms |   165 ms | 0.81 s  |
 
-(with `losses.softplus`; `experiments/benchmark_train.py` and
-`experiments/benchmark_nll.py` give the current numbers). `jit` compiles
-with dots only there. The option changes which kernels run, not what is
-computed: results agree to float rounding (summation order). Other backends
-ignore it; a jaxlib that does not know it gets no options.
+`jit` compiles with none there (`xla_cpu_experimental_ynn_fusion_type`
+empty): the IS-NLL evaluation 1.6x faster than with YNNPACK's dot fusions,
+the train steps the same within this machine's noise (+-5% between runs;
+`experiments/benchmark_nll.py` and `experiments/benchmark_train.py` give
+the end-to-end numbers). The option changes which kernels run, not what is
+computed: results agree to float rounding (summation order; an image's
+IS-NLL moved by at most 2e-4 nats). Other backends ignore it; a jaxlib
+that does not know it gets no options.
 """
 
 import functools
@@ -22,8 +31,7 @@ from typing import Any
 
 import jax
 
-_CPU_OPTIONS = {
-    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
+_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
 @functools.cache

@@ -1,0 +1,192 @@
+r"""Which YNNPACK fusions the CPU programs should use (`vae_jax/compiler.py`).
+
+  python experiments/compiler_options.py [--repeats=5]
+
+Times, interleaved in one process (so every setting sees the same machine
+load), the programs that `compiler.jit` compiles, under each value of
+XLA's `xla_cpu_experimental_ynn_fusion_type`:
+
+- the train chunk per step (`train.chunk_program`'s program, 10 steps per
+  call, batch 128, dynamic binarization) of the MLP VAE 784-500-20, the default config's
+  784-500-500-50 and `configs/mnist_conv_vae.py`'s conv VAE;
+- one chunk of the IS-NLL evaluator (`importance.evaluate_batch` on 500 test
+  images, 100 samples per chunk, 2 chunks per call) of the
+  784-500-500-50 VAE, with the largest change of its per-image log p(x)
+  against the first setting (float rounding only).
+
+Medians of --repeats calls. Writes `experiments/results/compiler_options.md`
+and `.json`. CPU only (other backends ignore the option).
+"""
+
+import functools
+import json
+import os
+import platform
+import sys
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from vae_jax import cli
+from vae_jax import config_lib
+from vae_jax import importance
+from vae_jax import input_pipeline
+from vae_jax import models
+from vae_jax import sharding
+from vae_jax import steps
+from vae_jax import train
+from vae_jax.errors import UserError
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per program.")
+_OUT = flags.DEFINE_string("out", os.path.join(REPO, "experiments", "results"),
+                           "Where the result files go.")
+
+OPTION = "xla_cpu_experimental_ynn_fusion_type"
+SETTINGS = {"all (jax's default)": None,
+            "dots": "LIBRARY_FUSION_TYPE_DOT",
+            "individual dots": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
+            "none": ""}
+MODELS = {
+    "784-500-20": ("mnist_vae.py", {"model.hidden": (500,),
+                                    "model.latent_dim": 20}),
+    "784-500-500-50": ("mnist_vae.py", {}),
+    "conv VAE": ("mnist_conv_vae.py", {}),
+}
+EVAL_BATCH, CHUNK = 500, 100
+
+
+STEPS = 10  # Train steps per timed call.
+
+
+def _config(name: str, overrides: dict):
+  return config_lib.get_config(os.path.join(REPO, "configs", name), None,
+                               {**overrides,
+                                "training.steps_per_call": STEPS})
+
+
+def _options(value: str | None) -> dict[str, str] | None:
+  return None if value is None else {OPTION: value}
+
+
+def train_chunk(config, data, options):
+  """`() -> seconds per step` of the train loop's chunk program."""
+  _, total = train.schedule_length(config, data.num_train_examples)
+  model, objective, tx, schedule = train.build_model(
+      config, data.event_shape, total)
+  mesh = sharding.create(1)
+  state = steps.stack(train.initial_states([config], model, tx,
+                                           data.event_shape, mesh))
+  c = config.training.steps_per_call
+  images = train.batch_source(config, data, mesh)(0, c)
+  scalar = functools.partial(sharding.scalar, sharding=mesh.replicated)
+  names = steps.metric_names(objective, state,
+                             (config.training.batch_size, *data.event_shape))
+  box = {"state": state, "sums": {m: np.zeros(1, np.float32) for m in names}}
+  fn = jax.jit(functools.partial(
+      steps.train_chunk, step_fn=train.model_step(objective, tx, schedule),
+      binarization=data.binarization,
+      data_seed=config.data.shuffle_seed), donate_argnums=(0, 4),
+               compiler_options=options)
+  run = fn.lower(box["state"], images, scalar(c), scalar(0), box["sums"],
+                 scalar(True)).compile()
+
+  def call():
+    start = time.perf_counter()
+    box["state"], box["sums"], _ = run(box["state"], images, scalar(c),
+                                       scalar(0), box["sums"], scalar(True))
+    jax.block_until_ready(box["sums"])
+    return (time.perf_counter() - start) / c
+
+  return call
+
+
+def nll_chunk(config, data, options):
+  """`() -> seconds per chunk` of the IS-NLL evaluator, and its log p(x)."""
+  model = models.create_model(config.model, data.event_shape)
+  params = models.init_params(model, jax.random.key(0), data.event_shape)
+  args = (params, jnp.asarray(data.test_x[:EVAL_BATCH]),
+          jnp.ones((EVAL_BATCH,)), steps.Keys.from_seed(0).importance,
+          jnp.zeros((), jnp.int32))
+  run = jax.jit(functools.partial(
+      importance.evaluate_batch, model, num_samples=2 * CHUNK,
+      chunk_size=CHUNK), compiler_options=options).lower(*args).compile()
+  log_px = np.asarray(run(*args)["log_px"])
+
+  def call():
+    start = time.perf_counter()
+    jax.block_until_ready(run(*args))
+    return (time.perf_counter() - start) / 2
+
+  return call, log_px
+
+
+def main(argv):
+  del argv
+  if jax.default_backend() != "cpu":
+    raise UserError("The YNNPACK option is the CPU's: run this on a CPU "
+                    "(JAX_PLATFORMS=cpu).")
+  calls, log_px = {}, {}
+  for name, (file, overrides) in MODELS.items():
+    config = _config(file, overrides)
+    data = input_pipeline.load(config.data)
+    for setting, value in SETTINGS.items():
+      calls[(name, setting)] = train_chunk(config, data, _options(value))
+  config = _config("mnist_vae.py", {})
+  data = input_pipeline.load(config.data, train=False)
+  for setting, value in SETTINGS.items():
+    calls[("IS-NLL", setting)], log_px[setting] = nll_chunk(
+        config, data, _options(value))
+  for fn in calls.values():  # Warm-up.
+    fn()
+  times = {key: [] for key in calls}
+  for _ in range(_REPEATS.value):
+    for key, fn in calls.items():
+      times[key].append(fn())
+  medians = {key: float(np.median(v)) for key, v in times.items()}
+  first = "dots"
+  moved = {s: float(np.max(np.abs(log_px[s] - log_px[first])))
+           for s in SETTINGS}
+  results = {
+      "device": jax.devices()[0].device_kind,
+      "host": f"{platform.processor() or platform.machine()}, "
+              f"{os.cpu_count()} cores", "jax": jax.__version__,
+      "repeats": _REPEATS.value,
+      "seconds": {f"{k[0]} / {k[1]}": v for k, v in medians.items()},
+      "max_log_px_change_nats": moved}
+  programs = [*MODELS, "IS-NLL"]
+  lines = [
+      "# YNNPACK fusions of the CPU programs "
+      f"(`{OPTION}`)", "",
+      f"Host: {results['host']}, jax {results['jax']}. Command: "
+      f"`python experiments/compiler_options.py --repeats={_REPEATS.value}` "
+      "(medians, all settings interleaved in one process).", "",
+      "Train chunk: milliseconds per step (batch 128). IS-NLL: seconds per "
+      f"chunk of {EVAL_BATCH} test images x {CHUNK} samples (784-500-500-50, "
+      "initial parameters), and the largest change of an image's log p(x) "
+      f"against `{first}`.", "",
+      "| fusions | " + " | ".join(programs) + " | log p(x) moved |",
+      "| --- | " + " | ".join("---:" for _ in programs) + " | ---: |"]
+  for s in SETTINGS:
+    cells = [f"{1e3 * medians[(p, s)]:.2f} ms" for p in MODELS]
+    cells.append(f"{medians[('IS-NLL', s)]:.3f} s")
+    lines.append(f"| {s} | " + " | ".join(cells)
+                 + f" | {moved[s]:.1e} nats |")
+  table = "\n".join(lines) + "\n"
+  os.makedirs(_OUT.value, exist_ok=True)
+  with open(os.path.join(_OUT.value, "compiler_options.json"), "w") as f:
+    json.dump(results, f, indent=2)
+  with open(os.path.join(_OUT.value, "compiler_options.md"), "w") as f:
+    f.write(table)
+  print(table)
+
+
+if __name__ == "__main__":
+  app.run(lambda argv: cli.run(main, argv), flags_parser=cli.parse_flags)
