@@ -130,6 +130,8 @@ def nll_chunk(config, data, options):
 
 def main(argv):
   del argv
+  if _REPEATS.value < 1:
+    raise UserError(f"--repeats must be >= 1, got {_REPEATS.value}.")
   if jax.default_backend() != "cpu":
     raise UserError("The YNNPACK option is the CPU's: run this on a CPU "
                     "(JAX_PLATFORMS=cpu).")
