@@ -7,12 +7,13 @@ load), the programs that `compiler.jit` compiles, under each value of
 XLA's `xla_cpu_experimental_ynn_fusion_type`:
 
 - the train chunk per step (`train.chunk_program`'s program, 10 steps per
-  call, batch 128, dynamic binarization) of the MLP VAE 784-500-20, the default config's
-  784-500-500-50 and `configs/mnist_conv_vae.py`'s conv VAE;
+  call, batch 128, dynamic binarization) of the MLP VAE 784-500-20, the
+  default config's 784-500-500-50 and `configs/mnist_conv_vae.py`'s conv
+  VAE;
 - one chunk of the IS-NLL evaluator (`importance.evaluate_batch` on 500 test
-  images, 100 samples per chunk, 2 chunks per call) of the
-  784-500-500-50 VAE, with the largest change of its per-image log p(x)
-  against the first setting (float rounding only).
+  images, 100 samples per chunk, 2 chunks per call) of the 784-500-500-50
+  VAE, with the largest change of its per-image log p(x)
+  against `dots` (float rounding only).
 
 Medians of --repeats calls. Writes `experiments/results/compiler_options.md`
 and `.json`. CPU only (other backends ignore the option).

@@ -141,7 +141,8 @@ def floor(fn, *args, min_seconds: float = 0.5) -> dict[str, Any]:
   rows, total_s, total_f = [], 0.0, 0.0
   for d in dots(fn, *args):
     s = min(time_dot(d, min_seconds, compiler_options=o)
-            for o in (None, compiler.options()))
+            for o in [None] + ([compiler.options()] if compiler.options()
+                               else []))
     rows.append({"shape": d.describe(), "count": d.count, "flops": d.flops,
                  "seconds": s, "gflops": d.flops / s / 1e9})
     total_s += d.count * s
