@@ -24,6 +24,7 @@ from vae_jax import splits
 from vae_jax import train
 from vae_jax import trained
 from vae_jax import workdir as workdir_lib
+from vae_jax.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -351,6 +352,7 @@ def test_tfds_splits_are_decoded_once_then_read_from_the_cache(
   builder = sources.tfds_builder(small_config().data)
   first = sources.read_tfds(builder, "test[:2%]")
   assert first.x.shape == (200, 28, 28, 1) and first.x.dtype == np.uint8
+  # MNIST's test split is one file: decoded whole, once for its slices.
   assert len(os.listdir(tmp_path / "cache" / "tfds")) == 1
 
   def no_decoding(*args):
@@ -362,8 +364,40 @@ def test_tfds_splits_are_decoded_once_then_read_from_the_cache(
   np.testing.assert_array_equal(again.y, first.y)
   assert again.class_names == first.class_names == tuple("0123456789")
   assert again.where == first.where == "mnist test[:2%]"
+  other = sources.read_tfds(builder, "test[100:300]")  # Cut from the cache.
+  np.testing.assert_array_equal(other.x[:100], first.x[100:])
+  assert other.where == "mnist test[100:300]"
   with pytest.raises(AssertionError, match="decoded again"):
-    sources.read_tfds(builder, "test[:3%]")  # Another split: not cached.
+    sources.read_tfds(builder, "train[:1%]")  # Another split: not cached.
+  with pytest.raises(AssertionError, match="decoded again"):
+    # Two splits: tf.data interleaves them, decoded as tfds reads them.
+    sources.read_tfds(builder, "test[:1%]+test[-1%:]")
+
+
+@pytest.mark.parametrize("split", ["test[:2%]", "test[-150:]", "test[10:20]",
+                                   "test[33%:34%]", "test[:1%]+test[-1%:]"])
+def test_tfds_splits_hold_what_tfds_gives(tmp_path, monkeypatch, split):
+  # Cut from the cached whole split, or decoded: the examples, labels and
+  # order of tfds's own reading of `split`.
+  monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path / "cache"))
+  builder = sources.tfds_builder(small_config().data)
+  ours = sources.read_tfds(builder, split)
+  theirs = sources._decode_tfds(builder, split)
+  assert len(ours.x) == len(theirs.x) > 0
+  np.testing.assert_array_equal(ours.x, theirs.x)
+  np.testing.assert_array_equal(ours.y, theirs.y)
+
+
+@pytest.mark.parametrize("split, reason", [
+    ("test[:10%", "Unrecognized split format"),
+    ("test[:101%]", "percent slice boundaries should be in [-100, 100]")])
+def test_a_malformed_split_is_one_sentence(split, reason):
+  builder = sources.tfds_builder(small_config().data)
+  with pytest.raises(UserError) as e:
+    sources.read_tfds(builder, split)
+  assert str(e.value).startswith(f"Split {split!r} of dataset 'mnist' is not "
+                                 "a tfds split such as")
+  assert reason in str(e.value) and "\n" not in str(e.value)
 
 
 def test_tfds_cache_is_keyed_on_the_prepared_files(tmp_path, monkeypatch):
@@ -397,4 +431,5 @@ def test_a_cut_short_cache_file_is_decoded_again(tmp_path, monkeypatch):
   path.write_bytes(path.read_bytes()[:1000])  # E.g. a full disk.
   again = sources.read_tfds(builder, "test[:1%]")
   np.testing.assert_array_equal(again.x, first.x)
-  assert len(np.load(path)["x"]) == 100  # Rewritten whole.
+  assert len(again.x) == 100
+  assert len(np.load(path)["x"]) == 10000  # The test split, rewritten whole.
