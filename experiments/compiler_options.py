@@ -1,10 +1,12 @@
-r"""Which YNNPACK fusions the CPU programs should use (`vae_jax/compiler.py`).
+r"""Which XLA options the CPU programs should use (`vae_jax/compiler.py`).
 
   python experiments/compiler_options.py [--repeats=5]
 
 Times, interleaved in one process (so every setting sees the same machine
 load), the programs that `compiler.jit` compiles, under each value of
-XLA's `xla_cpu_experimental_ynn_fusion_type`:
+XLA's `xla_cpu_experimental_ynn_fusion_type` (which fusions go to the
+YNNPACK library), and with none of them and XLA's tree reductions off
+(`xla_disable_hlo_passes=tree_reduction_rewriter`):
 
 - the train chunk per step (`train.chunk_program`'s program, 10 steps per
   call, batch 128, dynamic binarization) of the MLP VAE 784-500-20, the
@@ -51,10 +53,14 @@ _OUT = flags.DEFINE_string("out", os.path.join(REPO, "experiments", "results"),
                            "Where the result files go.")
 
 OPTION = "xla_cpu_experimental_ynn_fusion_type"
+# XLA:CPU rewrites a reduction over more than 32 elements into sums of
+# windows of 32 (reduce-window) and a sum of those: slow kernels on the CPU.
+NO_TREE = {"xla_disable_hlo_passes": "tree_reduction_rewriter"}
 SETTINGS = {"all (jax's default)": None,
-            "dots": "LIBRARY_FUSION_TYPE_DOT",
-            "individual dots": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
-            "none": ""}
+            "dots": {OPTION: "LIBRARY_FUSION_TYPE_DOT"},
+            "individual dots": {OPTION: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"},
+            "none": {OPTION: ""},
+            "none, no tree reductions": {OPTION: "", **NO_TREE}}
 MODELS = {
     "784-500-20": ("mnist_vae.py", {"model.hidden": (500,),
                                     "model.latent_dim": 20}),
@@ -71,10 +77,6 @@ def _config(name: str, overrides: dict):
   return config_lib.get_config(os.path.join(REPO, "configs", name), None,
                                {**overrides,
                                 "training.steps_per_call": STEPS})
-
-
-def _options(value: str | None) -> dict[str, str] | None:
-  return None if value is None else {OPTION: value}
 
 
 def train_chunk(config, data, options):
@@ -141,12 +143,12 @@ def main(argv):
     config = _config(file, overrides)
     data = input_pipeline.load(config.data)
     for setting, value in SETTINGS.items():
-      calls[(name, setting)] = train_chunk(config, data, _options(value))
+      calls[(name, setting)] = train_chunk(config, data, value)
   config = _config("mnist_vae.py", {})
   data = input_pipeline.load(config.data, train=False)
   for setting, value in SETTINGS.items():
     calls[("IS-NLL", setting)], log_px[setting] = nll_chunk(
-        config, data, _options(value))
+        config, data, value)
   for fn in calls.values():  # Warm-up.
     fn()
   times = {key: [] for key in calls}
@@ -166,8 +168,8 @@ def main(argv):
       "max_log_px_change_nats": moved}
   programs = [*MODELS, "IS-NLL"]
   lines = [
-      "# YNNPACK fusions of the CPU programs "
-      f"(`{OPTION}`)", "",
+      "# XLA options of the CPU programs: YNNPACK fusions "
+      f"(`{OPTION}`) and tree reductions", "",
       f"Host: {results['host']}, jax {results['jax']}. Command: "
       f"`python experiments/compiler_options.py --repeats={_REPEATS.value}` "
       "(medians, all settings interleaved in one process).", "",
@@ -175,7 +177,7 @@ def main(argv):
       f"chunk of {EVAL_BATCH} test images x {CHUNK} samples (784-500-500-50, "
       "initial parameters), and the largest change of an image's log p(x) "
       f"against `{first}`.", "",
-      "| fusions | " + " | ".join(programs) + " | log p(x) moved |",
+      "| YNNPACK fusions | " + " | ".join(programs) + " | log p(x) moved |",
       "| --- | " + " | ".join("---:" for _ in programs) + " | ---: |"]
   for s in SETTINGS:
     cells = [f"{1e3 * medians[(p, s)]:.2f} ms" for p in MODELS]

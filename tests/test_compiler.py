@@ -1,17 +1,21 @@
 """The fast softplus and the compiler options of the hot programs."""
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from conftest import DEFAULT_CONFIG
+from conftest import DEFAULT_CONFIG, REPO
 from vae_jax import compiler
 from vae_jax import config_lib
 from vae_jax import importance
 from vae_jax import losses
 from vae_jax import models
+from vae_jax import train
+from vae_jax.evaluators import common
 
 
 def test_softplus_equals_jax_softplus_and_its_derivative_is_the_sigmoid():
@@ -31,9 +35,11 @@ def test_softplus_equals_jax_softplus_and_its_derivative_is_the_sigmoid():
 
 
 def test_options_are_accepted_here_and_change_no_result_beyond_rounding():
-  options = compiler.options()
   if jax.default_backend() == "cpu":
-    assert options == {"xla_cpu_experimental_ynn_fusion_type": ""}
+    assert compiler.options() == {"xla_cpu_experimental_ynn_fusion_type": ""}
+    assert compiler.options(tree_reductions=False) == {
+        "xla_cpu_experimental_ynn_fusion_type": "",
+        "xla_disable_hlo_passes": "tree_reduction_rewriter"}
   config = config_lib.get_config(DEFAULT_CONFIG, None, {
       "model.hidden": (64, 64), "model.latent_dim": 8})
   model = models.create_model(config.model, (28, 28, 1))
@@ -44,8 +50,35 @@ def test_options_are_accepted_here_and_change_no_result_beyond_rounding():
                          chunk_size=10)
   args = (params, images, jnp.ones((50,)), jax.random.key(2),
           jnp.zeros((), jnp.int32))
-  with_options = compiler.jit(fn)(*args)
   without = jax.jit(fn)(*args)
-  for name in ("log_px", "nelbo_k", "kl_per_dim"):
-    np.testing.assert_allclose(with_options[name], without[name], rtol=1e-5,
-                               atol=1e-4)
+  for tree in (True, False):
+    with_options = compiler.jit(fn, tree_reductions=tree)(*args)
+    for name in ("log_px", "nelbo_k", "kl_per_dim"):
+      np.testing.assert_allclose(with_options[name], without[name],
+                                 rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu",
+                    reason="XLA:CPU's tree reductions")
+def test_without_tree_reductions_a_batch_sum_has_no_reduce_window():
+  x = jnp.ones((128, 500))
+  hlo = {tree: compiler.jit(lambda x: jnp.sum(x, axis=0),
+                            tree_reductions=tree).lower(x).compile().as_text()
+         for tree in (True, False)}
+  assert "reduce-window" in hlo[True]
+  assert "reduce-window" not in hlo[False]
+
+
+@pytest.mark.parametrize("name, tree", [("mnist_vae.py", False),
+                                        ("mnist_conv_vae.py", True),
+                                        ("mnist_ae.py", False)])
+def test_only_convolutional_models_keep_tree_reductions(name, tree,
+                                                        monkeypatch):
+  config = config_lib.get_config(os.path.join(REPO, "configs", name))
+  asked = []
+  monkeypatch.setattr(compiler, "jit",
+                      lambda fn, **kwargs: asked.append(kwargs))
+  train.chunk_program(config, step_fn=None, binarization="dynamic")
+  ctx = common.Context(configs=[config], model=None, objective=None,
+                       data=None, mesh=None)
+  assert asked[0]["tree_reductions"] is ctx.convolutional is tree

@@ -4,26 +4,39 @@ On the CPU, XLA (jaxlib 0.10) hands fusions of dots, elementwise ops and
 reductions to the YNNPACK library by default. For this project's models
 YNNPACK is slow on the elementwise and reduction fusions, and even its dot
 fusions (a dot with the bias add and activation around it) lose to XLA's
-own dots and loop fusions. Measured on the 2-core CI CPU (jaxlib 0.10.2),
-quiet machine, all settings interleaved in one process
-(`experiments/compiler_options.py --repeats=7`): the train chunk per step
-(batch 128) and one chunk of the IS-NLL evaluator (500 test images x 100
-samples, 784-500-500-50):
+own dots and loop fusions. XLA:CPU also rewrites every reduction of more
+than 32 elements into sums over windows of 32 (reduce-window) and a sum of
+those (its TreeReductionRewriter, for accuracy over long sums); its
+reduce-window kernels are slow: in a train step of the MLP VAE 784-500-20
+the bias gradients' sums over the batch of 128 took 0.8 of 7.6 ms. Measured
+on the 2-core CI CPU (jaxlib 0.10.2), quiet machine, all settings
+interleaved in one process (`experiments/compiler_options.py
+--repeats=7`, 2026-11-30 13:31): the train chunk per step (batch 128) and
+one chunk of the IS-NLL evaluator (500 test images x 100 samples,
+784-500-500-50):
 
-  | YNNPACK fusions | 784-500-20 | 784-500-500-50 | conv VAE | IS-NLL  |
-  | all (default)   |   10.02 ms |       13.38 ms |   169 ms | 3.18 s  |
-  | dots            |    9.15 ms |       13.30 ms |   173 ms | 1.30 s  |
-  | individual dots |    9.10 ms |       13.60 ms |   165 ms | 0.92 s  |
-  | none            |    9.68 ms |       13.75 ms |   165 ms | 0.81 s  |
+  | YNNPACK fusions   | 784-500-20 | 784-500-500-50 | conv VAE | IS-NLL |
+  | all (default)     |    9.49 ms |       12.95 ms |   158 ms | 3.30 s |
+  | dots              |    7.93 ms |       14.06 ms |   164 ms | 1.25 s |
+  | individual dots   |    8.12 ms |       13.72 ms |   176 ms | 0.94 s |
+  | none              |    8.22 ms |       13.25 ms |   193 ms | 0.84 s |
+  | none, no tree     |    7.59 ms |       12.45 ms |   345 ms | 0.82 s |
 
-`jit` compiles with none there (`xla_cpu_experimental_ynn_fusion_type`
-empty): the IS-NLL evaluation 1.6x faster than with YNNPACK's dot fusions,
-the train steps the same within this machine's noise (+-5% between runs;
-`experiments/benchmark_nll.py` and `experiments/benchmark_train.py` give
-the end-to-end numbers). The option changes which kernels run, not what is
-computed: results agree to float rounding (summation order; an image's
-IS-NLL moved by at most 2e-4 nats). Other backends ignore it; a jaxlib
-that does not know it gets no options.
+`jit` compiles with no YNNPACK fusion (`xla_cpu_experimental_ynn_fusion_type`
+empty): the IS-NLL evaluation 1.5x faster than with YNNPACK's dot fusions,
+the train steps the same within this machine's noise (+-5% between runs).
+Programs of MLP models compile without tree reductions as well
+(`xla_disable_hlo_passes=tree_reduction_rewriter`; `jit(...,
+tree_reductions=False)`): their sums run over the batch or over features
+with a wide axis left to vectorize, and the step is 6-8% faster. A
+convolutional model keeps them: its bias gradients sum batch x height x
+width into a few channels, which without the tree is one long sequential
+loop (the conv VAE's step 1.8x slower). `experiments/benchmark_nll.py` and
+`experiments/benchmark_train.py` give the end-to-end numbers. The options
+change which kernels run and the order of summation, not what is computed:
+results agree to float rounding (an image's IS-NLL moved by at most 2e-4
+nats). Other backends ignore them; a jaxlib that does not know them gets
+no options.
 """
 
 import functools
@@ -32,21 +45,27 @@ from typing import Any
 import jax
 
 _CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+_NO_TREE_REDUCTIONS = {"xla_disable_hlo_passes": "tree_reduction_rewriter"}
 
 
 @functools.cache
-def options() -> dict[str, Any] | None:
-  """`compiler_options` for `jax.jit` on the default backend, or None."""
+def options(tree_reductions: bool = True) -> dict[str, Any] | None:
+  """`compiler_options` for `jax.jit` on the default backend, or None.
+
+  Args:
+    tree_reductions: keep XLA:CPU's tree reductions (see above): True for
+      convolutional models, False for MLPs.
+  """
   if jax.default_backend() != "cpu":
     return None
-  try:  # An XLA that does not know the option refuses it at compile time.
-    jax.jit(lambda x: x + 1, compiler_options=_CPU_OPTIONS).lower(
-        1.0).compile()
+  wanted = {**_CPU_OPTIONS, **({} if tree_reductions else _NO_TREE_REDUCTIONS)}
+  try:  # An XLA that does not know an option refuses it at compile time.
+    jax.jit(lambda x: x + 1, compiler_options=wanted).lower(1.0).compile()
   except Exception:  # pylint: disable=broad-except
     return None
-  return dict(_CPU_OPTIONS)
+  return wanted
 
 
-def jit(fn, **kwargs):
-  """`jax.jit(fn, **kwargs)` with this backend's `options()`."""
-  return jax.jit(fn, compiler_options=options(), **kwargs)
+def jit(fn, *, tree_reductions: bool, **kwargs):
+  """`jax.jit(fn, **kwargs)` with this backend's `options(tree_reductions)`."""
+  return jax.jit(fn, compiler_options=options(tree_reductions), **kwargs)

@@ -282,6 +282,11 @@ def is_vae(config: ml_collections.ConfigDict) -> bool:
   return config.name.endswith("_vae")
 
 
+def is_convolutional(config: ml_collections.ConfigDict) -> bool:
+  """Whether the `model` section describes a convolutional model."""
+  return config.name.startswith("conv")
+
+
 def resolve_likelihood(config: ml_collections.ConfigDict,
                        event_shape: tuple[int, ...] | None
                        ) -> tuple[str, str]:

@@ -339,10 +339,13 @@ def chunk_program(config: ml_collections.ConfigDict, step_fn,
   `step_fn` (`model_step`), on data binarized as `binarization` (the
   dataset's: "none" for tables), each model on its own batches with
   `per_model_data`; donates state and sums."""
-  return compiler.jit(functools.partial(
-      steps.train_chunk, step_fn=step_fn, binarization=binarization,
-      per_model_data=per_model_data,
-      data_seed=config.data.shuffle_seed), donate_argnums=(0, 4))
+  return compiler.jit(
+      functools.partial(steps.train_chunk, step_fn=step_fn,
+                        binarization=binarization,
+                        per_model_data=per_model_data,
+                        data_seed=config.data.shuffle_seed),
+      donate_argnums=(0, 4),
+      tree_reductions=models.is_convolutional(config.model))
 
 
 def batch_source(config: ml_collections.ConfigDict,

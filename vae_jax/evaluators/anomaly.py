@@ -181,7 +181,8 @@ class Evaluator:
                                 chunk_size=self.chunk_size)
       self._fns[id(dataset)] = compiler.jit(
           lambda params, images, rng, i: score(params, images[i], rng,
-                                               i * dataset.batch_size))
+                                               i * dataset.batch_size),
+          tree_reductions=self.ctx.convolutional)
     return self._fns[id(dataset)]
 
   def _sets(self) -> list[common.TestSet]:

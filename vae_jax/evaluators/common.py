@@ -49,6 +49,10 @@ class Context:
   def is_vae(self) -> bool:
     return models.is_vae(self.config.model)
 
+  @property
+  def convolutional(self) -> bool:
+    return models.is_convolutional(self.config.model)
+
   @functools.cached_property
   def test_set(self) -> "TestSet":
     return TestSet(self.data.test_x, self.config.eval.batch_size, self.mesh)

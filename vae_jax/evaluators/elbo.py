@@ -51,9 +51,11 @@ class Evaluator:
     self.every_steps = entry.every_steps
     self.ctx = ctx
     self.keys = ctx.keys("eval")
-    self._sums = compiler.jit(steps.map_models(
-        functools.partial(_batch_sums, objective=ctx.objective),
-        ctx.num_models, in_axes=(0, 0, None, None, 0)))
+    self._sums = compiler.jit(
+        steps.map_models(
+            functools.partial(_batch_sums, objective=ctx.objective),
+            ctx.num_models, in_axes=(0, 0, None, None, 0)),
+        tree_reductions=ctx.convolutional)
 
   @staticmethod
   def validate(entry: ml_collections.ConfigDict,

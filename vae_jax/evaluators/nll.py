@@ -42,7 +42,7 @@ class Evaluator:
           ctx.model, params, images[i], mask[i], rng, i * batch_size,
           num_samples=self.num_samples, chunk_size=self.chunk_size)
 
-    self._batch = compiler.jit(batch)
+    self._batch = compiler.jit(batch, tree_reductions=ctx.convolutional)
 
   @staticmethod
   def validate(entry: ml_collections.ConfigDict,
