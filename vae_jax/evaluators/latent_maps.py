@@ -305,14 +305,25 @@ class Evaluator:
     return common.Output(metrics={}, images=images)
 
   def _scatter_figure(self, coords, how, step) -> np.ndarray:
-    fig, ax = writers.pyplot().subplots(figsize=(6.0, 5.0), dpi=100)
+    legend = self.labels is not None and len(self.ctx.data.class_names) <= 20
+    longest = max((len(n) for n in self.ctx.data.class_names), default=0)
+    # Fixed margins (inches) rather than tight_layout, which draws the
+    # figure (every point) once more to measure it; the legend, if any, in
+    # a right margin as wide as its longest class name.
+    right = 0.15 + (0.45 + 0.06 * min(longest, 30) if legend else 0.0)
+    width, height = 6.0 + (right - 0.15), 5.0
+    fig, ax = writers.pyplot().subplots(figsize=(width, height), dpi=100)
+    title = textwrap.wrap(
+        f"Test {'posterior means' if self.ctx.is_vae else 'codes'} at "
+        f"{self._when(step)}: {how}", 80)
+    top = 0.2 + 0.17 * len(title)
+    fig.subplots_adjust(left=0.6 / width, right=1 - right / width,
+                        bottom=0.45 / height, top=1 - top / height)
     self._scatter(ax, coords)
-    ax.set_title(f"Test {'posterior means' if self.ctx.is_vae else 'codes'}"
-                 f" at {self._when(step)}: {how}", fontsize=9)
-    if self.labels is not None and len(self.ctx.data.class_names) <= 20:
+    ax.set_title("\n".join(title), fontsize=9)
+    if legend:
       ax.legend(markerscale=3, fontsize=7, loc="center left",
                 bbox_to_anchor=(1.0, 0.5), frameon=False)
-    fig.tight_layout()
     return writers.figure_to_array(fig)
 
   def _scatter(self, ax, coords) -> None:
