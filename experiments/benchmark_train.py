@@ -207,7 +207,8 @@ def main(argv):
   device = jax.devices()[0]
   alone = StepAlone()
   ceiling = alone.ceiling()
-  num_steps = int(_EPOCHS.value * alone.steps_per_epoch)
+  # As the run's schedule counts them (`train.schedule_length`).
+  num_steps = max(1, round(_EPOCHS.value * alone.steps_per_epoch))
   rounds = []
   with tempfile.TemporaryDirectory() as tmp:
     for r in range(_ROUNDS.value):
@@ -281,9 +282,10 @@ def _markdown(results: dict) -> str:
       f"--epochs={results['epochs']:g} --rounds={len(rounds)} "
       f"--repeats={results['repeats']}`", "",
       f"images/s per round ({results['epochs']:g} epochs end to end and in "
-      f"PyTorch, {results['steps_per_run']:,} steps; the step alone: the "
-      "same number of steps, chunk after chunk on batches already on the "
-      "device, total time as end to end; *one chunk*: the median of "
+      f"PyTorch, {results['steps_per_run']:,} steps; the step alone: as many "
+      "steps rounded up to whole chunks, chunk after chunk on batches "
+      "already on the device, total time as end to end; *one chunk*: the "
+      "median of "
       f"{results['repeats']} single chunks of {results['steps_per_call']} "
       "steps, for reference):",
       "",

@@ -177,7 +177,7 @@ def main(argv):
       f"chunk of {EVAL_BATCH} test images x {CHUNK} samples (784-500-500-50, "
       "initial parameters), and the largest change of an image's log p(x) "
       f"against `{first}`.", "",
-      "| YNNPACK fusions | " + " | ".join(programs) + " | log p(x) moved |",
+      "| setting | " + " | ".join(programs) + " | log p(x) moved |",
       "| --- | " + " | ".join("---:" for _ in programs) + " | ---: |"]
   for s in SETTINGS:
     cells = [f"{1e3 * medians[(p, s)]:.2f} ms" for p in MODELS]

@@ -388,16 +388,35 @@ def test_tfds_splits_hold_what_tfds_gives(tmp_path, monkeypatch, split):
   np.testing.assert_array_equal(ours.y, theirs.y)
 
 
-@pytest.mark.parametrize("split, reason", [
-    ("test[:10%", "Unrecognized split format"),
-    ("test[:101%]", "percent slice boundaries should be in [-100, 100]")])
-def test_a_malformed_split_is_one_sentence(split, reason):
+@pytest.mark.parametrize("split, message", [
+    ("test[:10%", "is not a tfds split such as 'train', 'test[:1000]' or "
+     "'train[:10%]' (Unrecognized split format"),
+    ("test[:101%]", "is not a tfds split such as 'train', 'test[:1000]' or "
+     "'train[:10%]' (When unit=%, percent slice boundaries should be in "
+     "[-100, 100]"),
+    ("all[:10%]", "is not a tfds split such as"),
+    ("test[5:5]", "holds no example (test has 10000)."),
+    ("test[9990:10]", "holds no example (test has 10000)."),
+    ("train[:1%]+test[3:3]", "holds no example (test has 10000).")])
+def test_a_malformed_or_empty_split_is_one_sentence(split, message):
   builder = sources.tfds_builder(small_config().data)
-  with pytest.raises(UserError) as e:
-    sources.read_tfds(builder, split)
-  assert str(e.value).startswith(f"Split {split!r} of dataset 'mnist' is not "
-                                 "a tfds split such as")
-  assert reason in str(e.value) and "\n" not in str(e.value)
+  for check in (lambda: sources.read_tfds(builder, split),
+                lambda: sources.tfds_builder(
+                    small_config(**{"data.eval_split": split}).data)):
+    with pytest.raises(UserError) as e:
+      check()
+    text = str(e.value)
+    if split.startswith("all"):  # Not a split MNIST has.
+      assert "has no split 'all'" in text or message in text, text
+    else:
+      assert text.startswith(f"Split {split!r} of dataset 'mnist' "), text
+      assert message in text, text
+    assert "\n" not in text
+
+
+def test_a_split_of_two_parts_passes_the_split_check():
+  config = small_config(**{"data.eval_split": "test[:1%]+train[:1%]"}).data
+  assert sources.tfds_builder(config).info.name == "mnist"
 
 
 def test_tfds_cache_is_keyed_on_the_prepared_files(tmp_path, monkeypatch):
