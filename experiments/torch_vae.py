@@ -55,11 +55,11 @@ def load_train_images() -> np.ndarray:
     return np.load(_NPZ.value)["x"].reshape(-1, 784)
   # pylint: disable=g-import-not-at-top
   from vae_jax import config_lib
-  from vae_jax import sources
+  from vae_jax import tfds_source
   # pylint: enable=g-import-not-at-top
   data = config_lib.base().data  # MNIST from tfds, as vae_jax reads it.
-  return sources.read_tfds(sources.tfds_builder(data), "train").x.reshape(
-      -1, 784)
+  builder = tfds_source.tfds_builder(data)
+  return tfds_source.read_tfds(builder, "train").x.reshape(-1, 784)
 
 
 def main(argv):

@@ -18,7 +18,7 @@ import pytest
 
 from vae_jax import cli
 from vae_jax import config_lib
-from vae_jax import sources
+from vae_jax import tfds_source
 from vae_jax import steps
 from vae_jax import train
 from vae_jax.evaluators import elbo as elbo_evaluator
@@ -144,9 +144,9 @@ def pytest_configure(config):
   settings = {"JAX_COMPILATION_CACHE_DIR": str(cache),
               "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
               "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
-              # Decoded tfds splits (`sources.read_tfds`): decoded once per
+              # Decoded tfds splits (`tfds_source.read_tfds`): decoded once per
               # test run, not read from (or left in) the user's cache.
-              sources.CACHE_ENV: str(shared_root(factory) / "vae_jax_cache")}
+              tfds_source.CACHE_ENV: str(shared_root(factory) / "vae_jax_cache")}
   os.environ.update(settings)
   jax.config.update("jax_compilation_cache_dir", str(cache))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)

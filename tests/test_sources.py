@@ -20,6 +20,7 @@ from vae_jax import batching
 from vae_jax import config_lib
 from vae_jax import input_pipeline
 from vae_jax import sources
+from vae_jax import tfds_source
 from vae_jax import splits
 from vae_jax import train
 from vae_jax import trained
@@ -348,9 +349,9 @@ def test_bad_data_is_one_sentence_exit_2_nothing_written(bad_root, tmp_path,
 
 def test_tfds_splits_are_decoded_once_then_read_from_the_cache(
     tmp_path, monkeypatch):
-  monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path / "cache"))
-  builder = sources.tfds_builder(small_config().data)
-  first = sources.read_tfds(builder, "test[:2%]")
+  monkeypatch.setenv(tfds_source.CACHE_ENV, str(tmp_path / "cache"))
+  builder = tfds_source.tfds_builder(small_config().data)
+  first = tfds_source.read_tfds(builder, "test[:2%]")
   assert first.x.shape == (200, 28, 28, 1) and first.x.dtype == np.uint8
   # MNIST's test split is one file: decoded whole, once for its slices.
   assert len(os.listdir(tmp_path / "cache" / "tfds")) == 1
@@ -358,20 +359,20 @@ def test_tfds_splits_are_decoded_once_then_read_from_the_cache(
   def no_decoding(*args):
     raise AssertionError(f"decoded again: {args}")
 
-  monkeypatch.setattr(sources, "_decode_tfds", no_decoding)
-  again = sources.read_tfds(builder, "test[:2%]")
+  monkeypatch.setattr(tfds_source, "_decode_tfds", no_decoding)
+  again = tfds_source.read_tfds(builder, "test[:2%]")
   np.testing.assert_array_equal(again.x, first.x)
   np.testing.assert_array_equal(again.y, first.y)
   assert again.class_names == first.class_names == tuple("0123456789")
   assert again.where == first.where == "mnist test[:2%]"
-  other = sources.read_tfds(builder, "test[100:300]")  # Cut from the cache.
+  other = tfds_source.read_tfds(builder, "test[100:300]")  # Cut from the cache.
   np.testing.assert_array_equal(other.x[:100], first.x[100:])
   assert other.where == "mnist test[100:300]"
   with pytest.raises(AssertionError, match="decoded again"):
-    sources.read_tfds(builder, "train[:1%]")  # Another split: not cached.
+    tfds_source.read_tfds(builder, "train[:1%]")  # Another split: not cached.
   with pytest.raises(AssertionError, match="decoded again"):
     # Two splits: tf.data interleaves them, decoded as tfds reads them.
-    sources.read_tfds(builder, "test[:1%]+test[-1%:]")
+    tfds_source.read_tfds(builder, "test[:1%]+test[-1%:]")
 
 
 @pytest.mark.parametrize("split", ["test[:2%]", "test[-150:]", "test[10:20]",
@@ -379,10 +380,10 @@ def test_tfds_splits_are_decoded_once_then_read_from_the_cache(
 def test_tfds_splits_hold_what_tfds_gives(tmp_path, monkeypatch, split):
   # Cut from the cached whole split, or decoded: the examples, labels and
   # order of tfds's own reading of `split`.
-  monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path / "cache"))
-  builder = sources.tfds_builder(small_config().data)
-  ours = sources.read_tfds(builder, split)
-  theirs = sources._decode_tfds(builder, split)
+  monkeypatch.setenv(tfds_source.CACHE_ENV, str(tmp_path / "cache"))
+  builder = tfds_source.tfds_builder(small_config().data)
+  ours = tfds_source.read_tfds(builder, split)
+  theirs = tfds_source._decode_tfds(builder, split)
   assert len(ours.x) == len(theirs.x) > 0
   np.testing.assert_array_equal(ours.x, theirs.x)
   np.testing.assert_array_equal(ours.y, theirs.y)
@@ -399,9 +400,9 @@ def test_tfds_splits_hold_what_tfds_gives(tmp_path, monkeypatch, split):
     ("test[9990:10]", "holds no example (test has 10000)."),
     ("train[:1%]+test[3:3]", "holds no example (test has 10000).")])
 def test_a_malformed_or_empty_split_is_one_sentence(split, message):
-  builder = sources.tfds_builder(small_config().data)
-  for check in (lambda: sources.read_tfds(builder, split),
-                lambda: sources.tfds_builder(
+  builder = tfds_source.tfds_builder(small_config().data)
+  for check in (lambda: tfds_source.read_tfds(builder, split),
+                lambda: tfds_source.tfds_builder(
                     small_config(**{"data.eval_split": split}).data)):
     with pytest.raises(UserError) as e:
       check()
@@ -416,39 +417,39 @@ def test_a_malformed_or_empty_split_is_one_sentence(split, message):
 
 def test_a_split_of_two_parts_passes_the_split_check():
   config = small_config(**{"data.eval_split": "test[:1%]+train[:1%]"}).data
-  assert sources.tfds_builder(config).info.name == "mnist"
+  assert tfds_source.tfds_builder(config).info.name == "mnist"
 
 
 def test_tfds_cache_is_keyed_on_the_prepared_files(tmp_path, monkeypatch):
-  monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path / "cache"))
+  monkeypatch.setenv(tfds_source.CACHE_ENV, str(tmp_path / "cache"))
   prepared = tmp_path / "fake" / "1.0.0"
   prepared.mkdir(parents=True)
   (prepared / "fake-train.tfrecord-00000-of-00001").write_bytes(b"1234")
   builder = type("Builder", (), {"data_dir": str(prepared),
                                  "info": type("Info", (), {"name": "fake"})})
-  path = sources._tfds_cache_path(builder, "train")
+  path = tfds_source._tfds_cache_path(builder, "train")
   assert path.startswith(str(tmp_path / "cache" / "tfds" / "fake-"))
-  assert sources._tfds_cache_path(builder, "train") == path
-  assert sources._tfds_cache_path(builder, "test") != path
+  assert tfds_source._tfds_cache_path(builder, "train") == path
+  assert tfds_source._tfds_cache_path(builder, "test") != path
   os.utime(prepared / "fake-train.tfrecord-00000-of-00001", (1, 1))
-  assert sources._tfds_cache_path(builder, "train") != path  # Re-prepared.
+  assert tfds_source._tfds_cache_path(builder, "train") != path  # Re-prepared.
 
 
 def test_an_unwritable_cache_is_skipped(tmp_path, monkeypatch):
   (tmp_path / "a_file").write_text("")
-  monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path / "a_file"))
-  builder = sources.tfds_builder(small_config().data)
-  examples = sources.read_tfds(builder, "test[:1%]")
+  monkeypatch.setenv(tfds_source.CACHE_ENV, str(tmp_path / "a_file"))
+  builder = tfds_source.tfds_builder(small_config().data)
+  examples = tfds_source.read_tfds(builder, "test[:1%]")
   assert examples.x.shape == (100, 28, 28, 1)
 
 
 def test_a_cut_short_cache_file_is_decoded_again(tmp_path, monkeypatch):
-  monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path / "cache"))
-  builder = sources.tfds_builder(small_config().data)
-  first = sources.read_tfds(builder, "test[:1%]")
+  monkeypatch.setenv(tfds_source.CACHE_ENV, str(tmp_path / "cache"))
+  builder = tfds_source.tfds_builder(small_config().data)
+  first = tfds_source.read_tfds(builder, "test[:1%]")
   (path,) = (tmp_path / "cache" / "tfds").iterdir()
   path.write_bytes(path.read_bytes()[:1000])  # E.g. a full disk.
-  again = sources.read_tfds(builder, "test[:1%]")
+  again = tfds_source.read_tfds(builder, "test[:1%]")
   np.testing.assert_array_equal(again.x, first.x)
   assert len(again.x) == 100
   assert len(np.load(path)["x"]) == 10000  # The test split, rewritten whole.

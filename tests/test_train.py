@@ -25,7 +25,7 @@ import pytest
 from conftest import DEFAULT_CONFIG, REPO, SMALL, cli_args, popen_cli, run_cli, small_config
 from conftest import counting as _counting
 from vae_jax import config_lib
-from vae_jax import sources
+from vae_jax import tfds_source
 from vae_jax import train
 from vae_jax import trained
 from vae_jax import workdir as workdir_lib
@@ -284,13 +284,13 @@ def test_python_api_refuses_inputs_outside_the_support(trained_small):
   with pytest.raises(UserError, match="gray values"):
     m.score(x * 0.5)
   # uint8 pixels work, binarized as the test set was: the same numbers.
-  raw = sources.read_tfds(sources.tfds_builder(m.config.data), "test").x[:8]
+  raw = tfds_source.read_tfds(tfds_source.tfds_builder(m.config.data), "test").x[:8]
   np.testing.assert_allclose(m.score(raw)["nelbo"], scored, rtol=1e-6)
 
 
 def test_eval_mode_never_loads_the_training_set(trained_small, tmp_path):
   workdir = _copy(trained_small.workdir, tmp_path)
-  with _counting(sources, "read_tfds", []) as calls:
+  with _counting(tfds_source, "read_tfds", []) as calls:
     train.evaluate(_quick_eval(), workdir)
   assert [split for _, split in calls] == ["test"]
 
@@ -474,7 +474,7 @@ def test_missing_data_offline_says_where_to_point(tmp_path):
   assert "point TFDS_DATA_DIR" in _one_error_line(out)
 
 
-@pytest.mark.skipif(sources._online(), reason="needs a machine offline")
+@pytest.mark.skipif(tfds_source._online(), reason="needs a machine offline")
 def test_download_offline_fails_fast_and_leaves_nothing(tmp_path):
   data_dir = tmp_path / "tfds"
   data_dir.mkdir()

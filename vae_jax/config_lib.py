@@ -50,7 +50,7 @@ def base(kind: str = "vae") -> ml_collections.ConfigDict:
   c.seed = 0
 
   c.data = ml_collections.ConfigDict()
-  # tfds | npz | images | csv | sklearn (see vae_jax/sources.py).
+  # tfds | npz | images | csv | sklearn (vae_jax/sources.py, tfds_source.py).
   c.data.source = "tfds"
   c.data.name = "mnist"  # tfds: a dataset; sklearn: digits | breast_cancer
   c.data.path = ""  # npz, images, csv: the file or folder.

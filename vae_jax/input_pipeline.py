@@ -29,6 +29,7 @@ import ml_collections
 import numpy as np
 
 from vae_jax import sources
+from vae_jax import tfds_source
 from vae_jax import splits
 from vae_jax.errors import UserError
 
@@ -171,13 +172,13 @@ def _read(config: ml_collections.ConfigDict, train: bool
           ) -> tuple[sources.Examples | None, sources.Examples, int, str]:
   """(train or None, test, number of training examples, test split label)."""
   if config.source == "tfds":
-    builder = sources.tfds_builder(config)
-    test = sources.read_tfds(builder, config.eval_split)
+    builder = tfds_source.tfds_builder(config)
+    test = tfds_source.read_tfds(builder, config.eval_split)
     if not train:
       return (None, test,
               builder.info.splits[config.train_split].num_examples,
               config.eval_split)
-    return (sources.read_tfds(builder, config.train_split), test, 0,
+    return (tfds_source.read_tfds(builder, config.train_split), test, 0,
             config.eval_split)
   if config.source == "sklearn":
     whole = sources.sklearn_dataset(config.name)
