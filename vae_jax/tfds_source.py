@@ -146,14 +146,15 @@ def _tfds_cache_path(builder, split: str) -> str:
   `builder.data_dir`: named by a hash of that directory, the split and
   every file's name, size and modification time, so that a re-prepared or
   changed dataset is decoded again."""
-  files = []
+  entries = []  # Not `files`: that names the module of atomic writes.
   for root, _, names in os.walk(builder.data_dir):
     for name in sorted(names):
       st = os.stat(os.path.join(root, name))
-      files.append((os.path.relpath(os.path.join(root, name),
-                                    builder.data_dir), st.st_size,
-                    st.st_mtime_ns))
-  key = json.dumps([os.path.abspath(builder.data_dir), split, sorted(files)])
+      entries.append((os.path.relpath(os.path.join(root, name),
+                                      builder.data_dir), st.st_size,
+                      st.st_mtime_ns))
+  key = json.dumps([os.path.abspath(builder.data_dir), split,
+                    sorted(entries)])
   digest = hashlib.sha256(key.encode()).hexdigest()[:20]
   return os.path.join(cache_dir(), "tfds", f"{builder.info.name}-{digest}.npz")
 
