@@ -26,11 +26,16 @@ Adam moments, the bytes a step reads and writes. Writes
 width other than 500).
 """
 
+import collections
 import functools
+import glob
+import gzip
 import json
 import os
 import platform
+import re
 import sys
+import tempfile
 import time
 
 from absl import app
@@ -55,6 +60,9 @@ _REPEATS = flags.DEFINE_integer("repeats", 15, "Timed calls per group size.")
 _HIDDEN = flags.DEFINE_integer("hidden", 500, "Width of the hidden layer.")
 _OUT = flags.DEFINE_string("out", os.path.join(REPO, "experiments", "results"),
                            "Where the result files go.")
+_BREAKDOWN = flags.DEFINE_integer(
+    "breakdown_calls", 5, "Device-only calls traced per program for the "
+    "breakdown of the step by kind of operation (0: no breakdown).")
 _NPZ = flags.DEFINE_string(
     "npz", "", "Read MNIST from DIR/mnist_train.npz and DIR/mnist_test.npz "
     "(x, y in tfds order: the same data) instead of tfds: for machines "
@@ -128,6 +136,74 @@ class Program:
             + m.temp_size_in_bytes) / 2**20
 
 
+# What each top-level operation of the step's loop body does, by its HLO.
+KINDS = ("matmuls", "random bits (threefry loops)",
+         "per-example ops (activations, loss, sampling)",
+         "per-parameter ops (gradient sums, Adam update)")
+
+
+def _step_body_kinds(hlo: str, batch: int) -> dict[str, str]:
+  """Instruction name -> kind, in the loop body (or entry) with the most dots.
+
+  `hlo` is a compiled program's text (`.as_text()`). The loop body with the
+  most dots is that of the loop over steps; its own nested loops are
+  jax.random's threefry rounds. An operation whose output has the batch
+  dimension is per-example; the others (gradient reductions over the
+  batch, the optimizer) are per-parameter. Instructions that run no kernel
+  (parameters, tuples, bitcasts, constants) are left out.
+  """
+  bodies, current, loops = collections.defaultdict(dict), None, {"ENTRY"}
+  for line in hlo.splitlines():
+    head = re.match(r"^(ENTRY )?%(\S+) \(.*\{$", line)
+    if head:
+      current = "ENTRY" if head.group(1) else head.group(2)
+      continue
+    inst = re.match(r"^\s+(?:ROOT )?%(\S+) = (.+?) ([a-z][\w-]*)\(", line)
+    if not (inst and current):
+      continue
+    name, out_type, opcode = inst.groups()
+    if opcode == "while":
+      loops.add(re.search(r"body=%([\w.-]+)", line).group(1))
+    if opcode in ("parameter", "constant", "get-tuple-element", "tuple",
+                  "bitcast"):
+      continue
+    dims = re.search(r"\[([\d,]*)\]", out_type)  # The (first) output's.
+    shape = [int(d) for d in dims.group(1).split(",") if d] if dims else []
+    if opcode in ("dot", "convolution"):
+      kind = KINDS[0]
+    elif opcode == "while":
+      kind = KINDS[1]
+    else:
+      kind = KINDS[2] if batch in shape else KINDS[3]
+    bodies[current][name] = kind
+  return max((bodies[b] for b in loops),
+             key=lambda b: sum(k == KINDS[0] for k in b.values()))
+
+
+def breakdown(program: Program, calls: int) -> dict[str, float]:
+  """Thunk time per step (ms) by kind of operation, from a profiler trace.
+
+  Times are XLA:CPU's per-thunk events of `calls` device-only calls, summed
+  over the runtime's threads (so they can add up to more than the wall
+  time when two thunks run at once).
+  """
+  kinds = _step_body_kinds(program.run.as_text(), 128)
+  with tempfile.TemporaryDirectory() as trace_dir:
+    jax.profiler.start_trace(trace_dir)
+    for _ in range(calls):
+      program.call(gather=False)
+    jax.profiler.stop_trace()
+    path, = glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"),
+                      recursive=True)
+    with gzip.open(path) as f:
+      events = json.load(f)["traceEvents"]
+  ms = dict.fromkeys(KINDS, 0.0)
+  for e in events:
+    if e.get("ph") == "X" and e["name"] in kinds:
+      ms[kinds[e["name"]]] += e["dur"] / 1e3 / (calls * program.steps)
+  return ms
+
+
 def measure(k: int, single: Program, repeats: int) -> dict:
   """Times the k-model group against k one-model calls, paired, in one run."""
   group = single if k == 1 else Program(k)
@@ -151,6 +227,11 @@ def measure(k: int, single: Program, repeats: int) -> dict:
   logging.info("K=%d: vmapped/sequential per step %.2f (train loop), %.2f "
                "(device only).", k, row["vmapped_over_sequential"],
                row["device_vmapped_over_sequential"])
+  if _BREAKDOWN.value and k > 1:
+    row["breakdown_ms_per_step"] = breakdown(group, _BREAKDOWN.value)
+    row["sequential_breakdown_ms_per_step"] = {
+        kind: k * ms for kind, ms in breakdown(single,
+                                               _BREAKDOWN.value).items()}
   return {**row, "memory_mb": group.memory_mb(),
           "sequential_memory_mb": single.memory_mb()}
 
@@ -180,7 +261,8 @@ def main(argv):
       f"Device: {results['device']} ({results['host']}), jax {results['jax']}.",
       "Command: `python experiments/benchmark_sweep.py "
       f"--group_sizes={','.join(_SIZES.value)} --hidden={h} "
-      f"--repeats={_REPEATS.value}`", "",
+      f"--repeats={_REPEATS.value} --breakdown_calls={_BREAKDOWN.value}`",
+      "",
       f"One model: {params:,} parameters; with its gradients and Adam "
       f"moments {results['state_mb_per_model']:.1f} MB of float32 state.", "",
       "Train loop: the step with its batch gathering, as training runs; "
@@ -203,6 +285,26 @@ def main(argv):
         f"{ratio(r, 'device_')} | "
         f"{r['memory_mb']:.1f} | {r['sequential_memory_mb']:.1f} |")
   lines.append("")
+  split = [r for r in rows if "breakdown_ms_per_step" in r]
+  if split:
+    lines += [
+        "Where the device time goes (device only, "
+        f"{_BREAKDOWN.value} calls traced per program with jax.profiler): "
+        "XLA:CPU's per-operation time in the body of the loop over steps, "
+        "ms per step, summed over the runtime's threads.", "",
+        "| K | kind of operation | vmapped | sequential (K x one) | ratio |",
+        "| ---: | --- | ---: | ---: | ---: |"]
+    for r in split:
+      for kind in KINDS:
+        a = r["breakdown_ms_per_step"][kind]
+        b = r["sequential_breakdown_ms_per_step"][kind]
+        lines.append(f"| {r['models']} | {kind} | {a:.2f} | {b:.2f} | "
+                     f"{a / b if b else float('nan'):.2f} |")
+      a, b = (sum(r[f"{p}breakdown_ms_per_step"].values())
+              for p in ("", "sequential_"))
+      lines.append(f"| {r['models']} | all | {a:.2f} | {b:.2f} | "
+                   f"{a / b:.2f} |")
+    lines.append("")
   with open(os.path.join(_OUT.value, f"{name}.md"), "w") as f:
     f.write("\n".join(lines))
   print("\n".join(lines))

@@ -5,9 +5,11 @@ import os
 import sys
 
 import jax
+import jax.numpy as jnp
 import pytest
 
 from conftest import REPO
+from vae_jax import compiler
 from vae_jax import config_lib
 from vae_jax import models
 
@@ -61,3 +63,28 @@ def test_ae_vs_pca_writes_table_and_plot(tmp_path):
   assert "| 30 | 13.87 (17.90 dB) | 14.00 (15.00 dB), 1 epochs | 5.00" in md
   assert "| 2 | 40.00 (17.90 dB) | 44.00 (15.00 dB), 1 epochs | not run |" in md
   assert (tmp_path / "ae_vs_pca.png").stat().st_size > 1000
+
+
+benchmark_sweep = importlib.import_module("benchmark_sweep")
+
+
+def test_step_breakdown_sorts_the_loop_body_by_kind():
+  batch = 32
+
+  def train(w, x, key, n):
+    def body(i, carry):
+      w, total = carry
+      keep = jax.random.uniform(jax.random.fold_in(key, i), x.shape) < 0.5
+      xi = jnp.where(keep, x, 0.0)
+      h = jnp.tanh(xi @ w)  # [batch, 128]: per-example.
+      return w - 0.1 * (xi.T @ (1 - h**2)), total + jnp.sum(h)  # Per-param.
+    return jax.lax.fori_loop(0, n, body, (w, 0.0))
+
+  # Compiled as the project compiles its steps (no YNNPACK fusions).
+  hlo = compiler.jit(train, tree_reductions=False).lower(jnp.ones((256, 128)), jnp.ones((batch, 256)),
+                             jax.random.key(0), 3).compile().as_text()
+  kinds = benchmark_sweep._step_body_kinds(hlo, batch)
+  assert set(kinds.values()) == set(benchmark_sweep.KINDS), kinds
+  assert sum(k == "matmuls" for k in kinds.values()) == 2, kinds
+  per_param = [n for n, k in kinds.items() if k == benchmark_sweep.KINDS[3]]
+  assert any(f"%{n} = f32[256,128]" in hlo for n in per_param), per_param
