@@ -21,9 +21,17 @@ median over repeats of group time / sequence time, with the quartiles of
 those ratios to show the noise of a shared machine.
 Memory is XLA's compiled memory analysis of the group program (arguments,
 outputs and temporaries); "state" is one model's parameters, gradients and
-Adam moments, the bytes a step reads and writes. Writes
-`benchmark_sweep.json` and `.md` (`benchmark_sweep_h<hidden>.*` for a
-width other than 500).
+Adam moments, the bytes a step reads and writes.
+
+With --breakdown_calls > 0, a few more device-only calls of each group
+and of the one-model program are traced with jax.profiler and XLA:CPU's
+per-operation times in the body of the loop over steps are summed by kind:
+matmuls, threefry loops (random bits), per-example ops (outputs with the
+batch dimension: activations, loss, sampling) and per-parameter ops
+(gradient sums, the Adam update).
+
+Writes `benchmark_sweep.json` and `.md` (`benchmark_sweep_h<hidden>.*` for a
+width other than 500, or --name).
 """
 
 import collections
@@ -63,6 +71,9 @@ _OUT = flags.DEFINE_string("out", os.path.join(REPO, "experiments", "results"),
 _BREAKDOWN = flags.DEFINE_integer(
     "breakdown_calls", 5, "Device-only calls traced per program for the "
     "breakdown of the step by kind of operation (0: no breakdown).")
+_NAME = flags.DEFINE_string(
+    "name", "", "Base name of the result files (default: benchmark_sweep, "
+    "with _h<hidden> for a width other than 500 and _gpu on a GPU).")
 _NPZ = flags.DEFINE_string(
     "npz", "", "Read MNIST from DIR/mnist_train.npz and DIR/mnist_test.npz "
     "(x, y in tfds order: the same data) instead of tfds: for machines "
@@ -252,8 +263,9 @@ def main(argv):
                      f"{os.cpu_count()} cores",
              "jax": jax.__version__, "rows": rows}
   os.makedirs(_OUT.value, exist_ok=True)
-  name = "benchmark_sweep" + ("" if h == 500 else f"_h{h}") + (
-      "_gpu" if device.platform == "gpu" else "")
+  name = _NAME.value or "benchmark_sweep" + (
+      "" if h == 500 else f"_h{h}") + (
+          "_gpu" if device.platform == "gpu" else "")
   with open(os.path.join(_OUT.value, f"{name}.json"), "w") as f:
     json.dump(results, f, indent=2)
   lines = [
@@ -261,7 +273,8 @@ def main(argv):
       f"Device: {results['device']} ({results['host']}), jax {results['jax']}.",
       "Command: `python experiments/benchmark_sweep.py "
       f"--group_sizes={','.join(_SIZES.value)} --hidden={h} "
-      f"--repeats={_REPEATS.value} --breakdown_calls={_BREAKDOWN.value}`",
+      f"--repeats={_REPEATS.value} --breakdown_calls={_BREAKDOWN.value}"
+      + (f" --name={_NAME.value}" if _NAME.value else "") + "`",
       "",
       f"One model: {params:,} parameters; with its gradients and Adam "
       f"moments {results['state_mb_per_model']:.1f} MB of float32 state.", "",
