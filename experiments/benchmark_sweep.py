@@ -113,6 +113,7 @@ class Program:
         configs, model, tx, data.event_shape, mesh))
     step_fn = train.model_step(objective, tx, schedule)
     self.steps = config.training.steps_per_call
+    self.batch_size = config.training.batch_size
     self.batches = train.batch_source(config, data, mesh)
     self.scalar = functools.partial(sharding.scalar, sharding=mesh.replicated)
     self.images, self.n = self.batches(0, self.steps), self.scalar(self.steps)
@@ -198,7 +199,7 @@ def breakdown(program: Program, calls: int) -> dict[str, float]:
   over the runtime's threads (so they can add up to more than the wall
   time when two thunks run at once).
   """
-  kinds = _step_body_kinds(program.run.as_text(), 128)
+  kinds = _step_body_kinds(program.run.as_text(), program.batch_size)
   with tempfile.TemporaryDirectory() as trace_dir:
     jax.profiler.start_trace(trace_dir)
     for _ in range(calls):

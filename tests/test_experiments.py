@@ -81,8 +81,9 @@ def test_step_breakdown_sorts_the_loop_body_by_kind():
     return jax.lax.fori_loop(0, n, body, (w, 0.0))
 
   # Compiled as the project compiles its steps (no YNNPACK fusions).
-  hlo = compiler.jit(train, tree_reductions=False).lower(jnp.ones((256, 128)), jnp.ones((batch, 256)),
-                             jax.random.key(0), 3).compile().as_text()
+  hlo = compiler.jit(train, tree_reductions=False).lower(
+      jnp.ones((256, 128)), jnp.ones((batch, 256)), jax.random.key(0),
+      3).compile().as_text()
   kinds = benchmark_sweep._step_body_kinds(hlo, batch)
   assert set(kinds.values()) == set(benchmark_sweep.KINDS), kinds
   assert sum(k == "matmuls" for k in kinds.values()) == 2, kinds
