@@ -70,7 +70,8 @@ _OUT = flags.DEFINE_string("out", os.path.join(REPO, "experiments", "results"),
                            "Where the result files go.")
 _BREAKDOWN = flags.DEFINE_integer(
     "breakdown_calls", 5, "Device-only calls traced per program for the "
-    "breakdown of the step by kind of operation (0: no breakdown).")
+    "breakdown of the step by kind of operation (0: no breakdown).",
+    lower_bound=0)
 _NAME = flags.DEFINE_string(
     "name", "", "Base name of the result files (default: benchmark_sweep, "
     "with _h<hidden> for a width other than 500 and _gpu on a GPU).")

@@ -137,8 +137,7 @@ def discretized_gaussian_log_prob(x: jax.Array, mean: jax.Array,
       jnp.where(t_hi <= 0, ndtr(t_hi) - ndtr(t_lo),  # Left of it.
                 1.0 - ndtr(t_lo) - ndtr(-t_hi)))  # The bin holding it.
   t_mid = centered * inv_s
-  approx = (-0.5 * t_mid**2 - 0.5 * _LOG_2PI + jnp.log(2 * half * inv_s)
-            * jnp.ones_like(t_mid))
+  approx = -0.5 * t_mid**2 - 0.5 * _LOG_2PI + jnp.log(2 * half * inv_s)
   log_p = jnp.where(mass > 1e-12, jnp.log(jnp.maximum(mass, 1e-12)), approx)
   return jnp.sum(log_p, axis=-1)
 
