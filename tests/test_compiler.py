@@ -14,6 +14,8 @@ from vae_jax import config_lib
 from vae_jax import importance
 from vae_jax import losses
 from vae_jax import models
+from vae_jax import sharding
+from vae_jax import steps
 from vae_jax import train
 from vae_jax.evaluators import common
 
@@ -82,3 +84,30 @@ def test_only_convolutional_models_keep_tree_reductions(name, tree,
   ctx = common.Context(configs=[config], model=None, objective=None,
                        data=None, mesh=None)
   assert asked[0]["tree_reductions"] is ctx.convolutional is tree
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("mnist_vae.py", {"model.hidden": (64, 32), "model.latent_dim": 8}),
+    ("mnist_conv_vae.py", {"model.conv_channels": (8, 16),
+                           "model.hidden": (32,), "model.latent_dim": 4})])
+def test_the_initial_state_compiled_once_has_the_same_bits(name, overrides):
+  # `compiler.jit(..., once=True)` (LLVM -O1, the run's compiler options)
+  # against a plain jax.jit (-O2, XLA's defaults): the same initial
+  # parameters and optimizer state, bit for bit.
+  config = config_lib.get_config(os.path.join(REPO, "configs", name), None,
+                                 overrides)
+  model, _, tx, _ = train.build_model(config, (28, 28, 1), 100)
+  mesh = sharding.create(1)
+  [ours] = train.initial_states([config], model, tx, (28, 28, 1), mesh)
+  keys = steps.Keys.from_seed(config.seed)
+  plain = jax.jit(functools.partial(steps.create_train_state, model=model,
+                                    tx=tx, event_shape=(28, 28, 1)))(
+                                        keys.init, keys.loop,
+                                        steps.hparams_of(config))
+  leaves = jax.tree.leaves(ours)
+  assert len(leaves) == len(jax.tree.leaves(plain)) > 4
+  for a, b in zip(leaves, jax.tree.leaves(plain)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  if jax.default_backend() == "cpu":
+    assert compiler.options(True, once=True)[
+        "xla_backend_optimization_level"] == 1

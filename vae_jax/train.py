@@ -319,9 +319,10 @@ def initial_states(configs: list[ml_collections.ConfigDict], model, tx,
                    event_shape: tuple[int, ...],
                    mesh: sharding.Mesh) -> list[steps.TrainState]:
   """Each config's initial state (not stacked), replicated on the mesh."""
-  init = jax.jit(functools.partial(
+  init = compiler.jit(functools.partial(
       steps.create_train_state, model=model, tx=tx, event_shape=event_shape),
-                 out_shardings=mesh.replicated)
+                      tree_reductions=True, once=True,
+                      out_shardings=mesh.replicated)
   keys = [steps.Keys.from_seed(c.seed) for c in configs]
   return [init(k.init, k.loop, steps.hparams_of(c))
           for k, c in zip(keys, configs)]
