@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import chex
 import jax
@@ -86,13 +87,114 @@ def small_config(**overrides):
 cli_args = cli.override_flags
 
 
-def run_cli(workdir, overrides=None, mode="train", env=None, **kwargs):
+def run_cli(workdir, overrides=None, mode="train", env=None):
   """Runs `python -m vae_jax.main` on the default config plus overrides."""
-  cmd = [sys.executable, "-m", "vae_jax.main", f"--config={DEFAULT_CONFIG}",
-         f"--workdir={workdir}", f"--mode={mode}",
-         *cli_args({**SMALL, **(overrides or {})})]
-  return subprocess.run(cmd, cwd=REPO, env={**os.environ, **(env or {})},
-                        capture_output=True, text=True, **kwargs)
+  return run_module("vae_jax.main", [
+      f"--config={DEFAULT_CONFIG}", f"--workdir={workdir}", f"--mode={mode}",
+      *cli_args({**SMALL, **(overrides or {})})], env=env)
+
+
+# ----------------------------------------------------------------------------
+# Command lines, forked from a process that has imported vae_jax.
+
+# The fork server: it imports what every command imports (jax, flax, optax,
+# orbax, matplotlib...: ~2 s of a command's start) and starts nothing (no
+# JAX backend, no thread), then forks a child per command, which runs the
+# module as `python -m` would. Modules that define flags when imported
+# (main, sweep, compress, decompress) are not imported here: the child
+# runs them as __main__, once. One difference from a new process: flags of
+# the modules imported here (orbax's) are defined before the command line
+# is parsed.
+_FORK_SERVER = r"""
+import json, os, runpy, sys, threading
+from vae_jax import train, writers
+writers.pyplot()
+assert threading.active_count() == 1, threading.enumerate()
+print("ready", flush=True)
+for line in sys.stdin:
+  request = json.loads(line)
+  pid = os.fork()
+  if pid:
+    _, status = os.waitpid(pid, 0)
+    print(os.waitstatus_to_exitcode(status), flush=True)
+    continue
+  os.chdir(request["cwd"])
+  os.environ.clear()
+  os.environ.update(request["env"])
+  for fd, path, mode in ((0, os.devnull, os.O_RDONLY),
+                         (1, request["stdout"], os.O_WRONLY),
+                         (2, request["stderr"], os.O_WRONLY)):
+    os.dup2(os.open(path, mode), fd)
+  sys.argv = [request["module"], *request["args"]]
+  sys.path[0] = request["cwd"]
+  # What it raises (SystemExit included) ends the child as it would end
+  # `python -m`: exit status, traceback, exit handlers.
+  runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+  break
+"""
+
+# What a command's environment may change and still fork: what is read when
+# the JAX backend starts, in the child (`env` of `run_module`), and pytest's
+# name of the test running.
+_FORKABLE_ENV = ("XLA_FLAGS", "PYTEST_CURRENT_TEST")
+
+
+class _ForkServer:
+  """One fork server per test process, started on first use."""
+
+  def __init__(self):
+    self.env = dict(os.environ)
+    self.proc = subprocess.Popen(
+        [sys.executable, "-c", _FORK_SERVER], cwd=REPO, env=self.env,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert self.proc.stdout.readline() == "ready\n"
+
+  def forkable(self, env):
+    keys = set(env) | set(self.env)
+    return all(env.get(k) == self.env.get(k) for k in keys
+               if k not in _FORKABLE_ENV)
+
+  def run(self, module, args, env, cwd):
+    with tempfile.TemporaryDirectory() as tmp:
+      out, err = os.path.join(tmp, "out"), os.path.join(tmp, "err")
+      for path in (out, err):
+        open(path, "w").close()
+      self.proc.stdin.write(json.dumps(
+          {"module": module, "args": args, "env": env, "cwd": cwd,
+           "stdout": out, "stderr": err}) + "\n")
+      self.proc.stdin.flush()
+      code = int(self.proc.stdout.readline())
+      with open(out) as f_out, open(err) as f_err:
+        return subprocess.CompletedProcess(
+            [sys.executable, "-m", module, *args], code, f_out.read(),
+            f_err.read())
+
+
+_fork_server = None
+
+
+def run_module(module, args, env=None, cwd=REPO):
+  """`subprocess.run([python, "-m", module, *args], capture_output=True,
+  text=True)`, forked from the fork server when `env` allows it (a child
+  that starts with vae_jax's dependencies imported: the same command, ~2 s
+  sooner), else a new process. The README's own commands
+  (tests/test_readme.py), processes that are signalled or run side by side,
+  and multi-process runs start new processes."""
+  global _fork_server
+  env = {**os.environ, **(env or {})}
+  if _fork_server is None:
+    _fork_server = _ForkServer()
+  if _fork_server.forkable(env):
+    return _fork_server.run(module, list(args), env, cwd)
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd,
+                        env=env, capture_output=True, text=True, check=False)
+
+
+def pytest_unconfigure(config):
+  del config
+  if _fork_server is not None:
+    _fork_server.proc.stdin.close()
+    _fork_server.proc.wait()
 
 
 def popen_cli(workdir, overrides=None):

@@ -5,9 +5,6 @@ shared with test_train.py); its binarized test images are what is coded.
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import special
 
-from conftest import REPO
+from conftest import run_module
 from vae_jax import bbans
 from vae_jax import bbans_counts
 from vae_jax import bbans_file
@@ -40,9 +37,7 @@ def _codec(m, params=None, **settings):
 
 
 def _cli(module, *args):
-  env = {**os.environ, "PYTHONPATH": REPO}
-  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO,
-                        env=env, capture_output=True, text=True, timeout=600)
+  return run_module(module, args)
 
 
 def _assert_one_clear_error(result, words):

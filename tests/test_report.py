@@ -12,12 +12,11 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 
 import pytest
 from PIL import Image
 
-from conftest import DEFAULT_CONFIG, REPO
+from conftest import DEFAULT_CONFIG, run_module
 from vae_jax import config_lib
 from vae_jax import report
 from vae_jax import train
@@ -105,15 +104,11 @@ def test_report_shows_how_numbers_were_estimated_and_the_command(run):
 def test_command_line_rebuilds_it_and_refuses_a_missing_workdir(run,
                                                                 tmp_path):
   os.remove(os.path.join(run, "report.html"))
-  proc = subprocess.run(
-      [sys.executable, "-m", "vae_jax.report", f"--workdir={run}"], cwd=REPO,
-      capture_output=True, text=True)
+  proc = run_module("vae_jax.report", [f"--workdir={run}"])
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert os.path.isfile(os.path.join(run, "report.html"))
   missing = str(tmp_path / "nope")
-  proc = subprocess.run(
-      [sys.executable, "-m", "vae_jax.report", f"--workdir={missing}"],
-      cwd=REPO, capture_output=True, text=True)
+  proc = run_module("vae_jax.report", [f"--workdir={missing}"])
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1] == (
       f"vae_jax: Workdir {missing} does not exist.")

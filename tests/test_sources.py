@@ -7,15 +7,13 @@ offline; MNIST from tensorflow-datasets for class selection at scale.
 """
 
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
 from PIL import Image
 import pytest
 
-from conftest import DEFAULT_CONFIG, REPO, cli_args, small_config
+from conftest import DEFAULT_CONFIG, cli_args, run_module, small_config
 from vae_jax import batching
 from vae_jax import config_lib
 from vae_jax import input_pipeline
@@ -335,10 +333,9 @@ def test_bad_data_is_one_sentence_exit_2_nothing_written(bad_root, tmp_path,
   overrides = {k: v.format(root=bad_root) if isinstance(v, str) else v
                for k, v in overrides.items()}
   workdir = tmp_path / "w"
-  out = subprocess.run(
-      [sys.executable, "-m", "vae_jax.main",
-       f"--config={DEFAULT_CONFIG}:runlocal", f"--workdir={workdir}",
-       *cli_args(overrides)], cwd=REPO, capture_output=True, text=True)
+  out = run_module("vae_jax.main", [f"--config={DEFAULT_CONFIG}:runlocal",
+                                    f"--workdir={workdir}",
+                                    *cli_args(overrides)])
   assert out.returncode == 2, out.stderr[-2000:]
   assert "Traceback" not in out.stderr
   lines = [l for l in out.stderr.splitlines() if l.startswith("vae_jax:")]

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from conftest import REPO, small_config, write_sweep_config
+from conftest import REPO, run_module, small_config, write_sweep_config
 from vae_jax import config_lib
 from vae_jax import sweep
 from vae_jax import sweep_report
@@ -93,17 +93,20 @@ def _write_sweep_config(tmp_path):
                             **{"training.num_steps": 24})
 
 
-def _sweep_cmd(config_path, workdir, *extra):
-  return [sys.executable, "-m", "vae_jax.sweep", f"--config={config_path}",
-          f"--workdir={workdir}", *extra]
+def _sweep_args(config_path, workdir, *extra):
+  return [f"--config={config_path}", f"--workdir={workdir}", *extra]
+
+
+def _sweep(config_path, workdir, *extra):
+  """Runs `python -m vae_jax.sweep` (`conftest.run_module`)."""
+  return run_module("vae_jax.sweep", _sweep_args(config_path, workdir, *extra))
 
 
 def test_sweep_runs_lists_resumes_and_summarizes(tmp_path):
   config_path = _write_sweep_config(tmp_path)
   workdir = tmp_path / "sweep"
 
-  listed = subprocess.run(_sweep_cmd(config_path, workdir, "--list"),
-                          capture_output=True, text=True, cwd=REPO)
+  listed = _sweep(config_path, workdir, "--list")
   assert listed.returncode == 0, listed.stderr[-3000:]
   names = [l.split("\t")[1] for l in listed.stdout.splitlines()]
   assert names[0] == "000_latent_dim=2_beta=0.5" and len(names) == 6
@@ -114,7 +117,8 @@ def test_sweep_runs_lists_resumes_and_summarizes(tmp_path):
   assert sweep.groups(points, 2) == [[0, 1], [2], [3, 4], [5]]
 
   # Killed once the first group finished; the re-run trains only the rest.
-  proc = subprocess.Popen(_sweep_cmd(config_path, workdir), cwd=REPO,
+  proc = subprocess.Popen([sys.executable, "-m", "vae_jax.sweep",
+                           *_sweep_args(config_path, workdir)], cwd=REPO,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   first = workdir / names[0] / "results.json"
   deadline = time.time() + 300
@@ -126,8 +130,7 @@ def test_sweep_runs_lists_resumes_and_summarizes(tmp_path):
   assert not (workdir / names[5] / "results.json").exists()
   finished_at = first.stat().st_mtime_ns
 
-  out = subprocess.run(_sweep_cmd(config_path, workdir), capture_output=True,
-                       text=True, cwd=REPO)
+  out = _sweep(config_path, workdir)
   assert out.returncode == 0, out.stderr[-3000:]
   assert first.stat().st_mtime_ns == finished_at  # Not trained again.
   for name in names:
@@ -160,8 +163,7 @@ def test_sweep_runs_lists_resumes_and_summarizes(tmp_path):
   # The summary can be rebuilt from the subdirectories alone.
   for f in ("summary.csv", "summary.json", "rate_distortion.png"):
     (workdir / f).unlink()
-  out = subprocess.run(_sweep_cmd(config_path, workdir, "--summarize"),
-                       capture_output=True, text=True, cwd=REPO)
+  out = _sweep(config_path, workdir, "--summarize")
   assert out.returncode == 0, out.stderr[-3000:]
   assert json.loads((workdir / "summary.json").read_text()) == rows
   assert (workdir / "rate_distortion.png").exists()
@@ -171,13 +173,11 @@ def test_sweep_runs_lists_resumes_and_summarizes(tmp_path):
 def test_index_runs_one_point_and_rejects_out_of_range(tmp_path):
   config_path = _write_sweep_config(tmp_path)
   workdir = tmp_path / "sweep"
-  out = subprocess.run(_sweep_cmd(config_path, workdir, "--index=4"),
-                       capture_output=True, text=True, cwd=REPO)
+  out = _sweep(config_path, workdir, "--index=4")
   assert out.returncode == 0, out.stderr[-3000:]
   assert sorted(os.listdir(workdir)) == ["004_latent_dim=4_beta=1.0"]
   assert workdir_lib.is_done(str(workdir / "004_latent_dim=4_beta=1.0"))
-  out = subprocess.run(_sweep_cmd(config_path, workdir, "--index=6"),
-                       capture_output=True, text=True, cwd=REPO)
+  out = _sweep(config_path, workdir, "--index=6")
   assert out.returncode == 2 and "out of range" in out.stderr
 
 

@@ -12,8 +12,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import chex
@@ -22,7 +20,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import DEFAULT_CONFIG, REPO, SMALL, cli_args, popen_cli, run_cli, small_config
+from conftest import DEFAULT_CONFIG, SMALL, cli_args, popen_cli, run_cli
+from conftest import run_module, small_config
 from conftest import counting as _counting
 from vae_jax import config_lib
 from vae_jax import tfds_source
@@ -456,12 +455,10 @@ def test_bad_input_is_one_sentence_exit_2_nothing_changed(
           for a in args if a != _SWEEP]
   config = next((a[len("@CONFIG="):] for a in args
                  if a.startswith("@CONFIG=")), DEFAULT_CONFIG)
-  cmd = [sys.executable, "-m", module, f"--config={config}",
-         f"--workdir={workdir}", *cli_args(SMALL),
-         *(a for a in args if not a.startswith("@CONFIG="))]
   before = _tree_bytes(workdir)
-  out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
-                       check=False)
+  out = run_module(module, [f"--config={config}", f"--workdir={workdir}",
+                            *cli_args(SMALL),
+                            *(a for a in args if not a.startswith("@CONFIG="))])
   assert expected in _one_error_line(out)
   assert "Traceback" not in out.stdout
   assert _tree_bytes(workdir) == before
