@@ -98,35 +98,50 @@ def run_cli(workdir, overrides=None, mode="train", env=None):
 # Command lines, forked from a process that has imported vae_jax.
 
 # The fork server: it imports what every command imports (jax, flax, optax,
-# orbax, matplotlib...: ~2 s of a command's start) and starts nothing (no
-# JAX backend, no thread), then forks a child per command, which runs the
-# module as `python -m` would. Modules that define flags when imported
-# (main, sweep, compress, decompress) are not imported here: the child
-# runs them as __main__, once. One difference from a new process: flags of
-# the modules imported here (orbax's) are defined before the command line
-# is parsed.
+# orbax, matplotlib...: ~2 s of a command's start) and starts no JAX backend
+# and no Python thread, then forks a child per command, which runs the
+# module as `python -m` would. The modules that define flags when imported
+# (main, sweep, compress, decompress) are not imported here, so the child
+# runs them as __main__ once; `vae_jax.report` is (train imports it; its
+# flags are defined under __main__), and the child drops it from
+# sys.modules first, as a new process would not have it. One difference
+# from a new process: flags of the modules imported here (orbax's) are
+# defined before the command line is parsed.
 _FORK_SERVER = r"""
-import json, os, runpy, sys, threading
+import json, os, runpy, signal, sys, threading, time
+from jax._src import xla_bridge
 from vae_jax import train, writers
 writers.pyplot()
 assert threading.active_count() == 1, threading.enumerate()
+assert not xla_bridge.backends_are_initialized()
 print("ready", flush=True)
 for line in sys.stdin:
   request = json.loads(line)
   pid = os.fork()
   if pid:
-    _, status = os.waitpid(pid, 0)
-    print(os.waitstatus_to_exitcode(status), flush=True)
+    deadline = time.time() + request["timeout"]
+    while not (done := os.waitpid(pid, os.WNOHANG))[0]:
+      if time.time() > deadline:
+        os.kill(pid, signal.SIGKILL)
+        done = os.waitpid(pid, 0)
+        print("timeout", flush=True)
+        break
+      time.sleep(0.02)
+    else:
+      print(os.waitstatus_to_exitcode(done[1]), flush=True)
     continue
-  os.chdir(request["cwd"])
-  os.environ.clear()
-  os.environ.update(request["env"])
   for fd, path, mode in ((0, os.devnull, os.O_RDONLY),
                          (1, request["stdout"], os.O_WRONLY),
                          (2, request["stderr"], os.O_WRONLY)):
-    os.dup2(os.open(path, mode), fd)
+    opened = os.open(path, mode)
+    os.dup2(opened, fd)
+    os.close(opened)
+  os.chdir(request["cwd"])
+  os.environ.clear()
+  os.environ.update(request["env"])
   sys.argv = [request["module"], *request["args"]]
   sys.path[0] = request["cwd"]
+  sys.modules.pop(request["module"], None)
   # What it raises (SystemExit included) ends the child as it would end
   # `python -m`: exit status, traceback, exit handlers.
   runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
@@ -135,7 +150,7 @@ for line in sys.stdin:
 
 # What a command's environment may change and still fork: what is read when
 # the JAX backend starts, in the child (`env` of `run_module`), and pytest's
-# name of the test running.
+# name of the test running. Any other change starts a new process.
 _FORKABLE_ENV = ("XLA_FLAGS", "PYTEST_CURRENT_TEST")
 
 
@@ -147,54 +162,79 @@ class _ForkServer:
     self.proc = subprocess.Popen(
         [sys.executable, "-c", _FORK_SERVER], cwd=REPO, env=self.env,
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert self.proc.stdout.readline() == "ready\n"
+    self._reply("starting")
+
+  def _reply(self, doing):
+    line = self.proc.stdout.readline().strip()
+    if not line:
+      raise RuntimeError(f"The tests' fork server died {doing} (exit status "
+                         f"{self.proc.wait()}; its traceback is above).")
+    return line
 
   def forkable(self, env):
+    """Whether a command with environment `env` may fork from here."""
     keys = set(env) | set(self.env)
     return all(env.get(k) == self.env.get(k) for k in keys
                if k not in _FORKABLE_ENV)
 
-  def run(self, module, args, env, cwd):
+  def run(self, module, args, env, cwd, timeout):
+    cmd = [sys.executable, "-m", module, *args]
     with tempfile.TemporaryDirectory() as tmp:
       out, err = os.path.join(tmp, "out"), os.path.join(tmp, "err")
       for path in (out, err):
         open(path, "w").close()
       self.proc.stdin.write(json.dumps(
           {"module": module, "args": args, "env": env, "cwd": cwd,
-           "stdout": out, "stderr": err}) + "\n")
+           "stdout": out, "stderr": err, "timeout": timeout}) + "\n")
       self.proc.stdin.flush()
-      code = int(self.proc.stdout.readline())
+      code = self._reply(f"running {module}")
       with open(out) as f_out, open(err) as f_err:
-        return subprocess.CompletedProcess(
-            [sys.executable, "-m", module, *args], code, f_out.read(),
-            f_err.read())
+        stdout, stderr = f_out.read(), f_err.read()
+    if code == "timeout":
+      raise subprocess.TimeoutExpired(cmd, timeout, stdout, stderr)
+    return subprocess.CompletedProcess(cmd, int(code), stdout, stderr)
 
 
 _fork_server = None
 
 
-def run_module(module, args, env=None, cwd=REPO):
+def run_module(module, args, env=None, cwd=REPO, timeout=600):
   """`subprocess.run([python, "-m", module, *args], capture_output=True,
-  text=True)`, forked from the fork server when `env` allows it (a child
-  that starts with vae_jax's dependencies imported: the same command, ~2 s
-  sooner), else a new process. The README's own commands
-  (tests/test_readme.py), processes that are signalled or run side by side,
-  and multi-process runs start new processes."""
+  text=True, timeout=timeout)`, forked from the fork server when `env`
+  allows it (`_FORKABLE_ENV`: a child that starts with vae_jax's
+  dependencies imported, ~2 s sooner), else a new process. Callers start
+  their own processes where a fork would not do: the README's commands as
+  typed (tests/test_readme.py), runs that are signalled or run side by
+  side, multi-process runs.
+
+  Raises:
+    subprocess.TimeoutExpired: the command ran over `timeout` seconds (it
+      is killed).
+  """
   global _fork_server
   env = {**os.environ, **(env or {})}
   if _fork_server is None:
     _fork_server = _ForkServer()
-  if _fork_server.forkable(env):
-    return _fork_server.run(module, list(args), env, cwd)
-  return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd,
-                        env=env, capture_output=True, text=True, check=False)
+  if not _fork_server.forkable(env):
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd,
+                          env=env, capture_output=True, text=True,
+                          check=False, timeout=timeout)
+  try:
+    return _fork_server.run(module, list(args), env, cwd, timeout)
+  except (RuntimeError, BrokenPipeError):
+    _fork_server = None  # The next command starts a new one.
+    raise
 
 
 def pytest_unconfigure(config):
+  """Stops this test process's fork server, if it started one."""
   del config
   if _fork_server is not None:
     _fork_server.proc.stdin.close()
-    _fork_server.proc.wait()
+    try:
+      _fork_server.proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+      _fork_server.proc.kill()
 
 
 def popen_cli(workdir, overrides=None):

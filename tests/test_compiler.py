@@ -90,7 +90,8 @@ def test_only_convolutional_models_keep_tree_reductions(name, tree,
     ("mnist_vae.py", {"model.hidden": (64, 32), "model.latent_dim": 8}),
     ("mnist_conv_vae.py", {"model.conv_channels": (8, 16),
                            "model.hidden": (32,), "model.latent_dim": 4})])
-def test_the_initial_state_compiled_once_has_the_same_bits(name, overrides):
+def test_the_initial_state_compiled_once_has_the_same_bits(name, overrides,
+                                                          monkeypatch):
   # `compiler.jit(..., once=True)` (LLVM -O1, the run's compiler options)
   # against a plain jax.jit (-O2, XLA's defaults): the same initial
   # parameters and optimizer state, bit for bit.
@@ -98,7 +99,12 @@ def test_the_initial_state_compiled_once_has_the_same_bits(name, overrides):
                                  overrides)
   model, _, tx, _ = train.build_model(config, (28, 28, 1), 100)
   mesh = sharding.create(1)
+  asked, jit = [], compiler.jit
+  monkeypatch.setattr(compiler, "jit",
+                      lambda fn, **kw: asked.append(kw) or jit(fn, **kw))
   [ours] = train.initial_states([config], model, tx, (28, 28, 1), mesh)
+  assert [(kw["once"], kw["tree_reductions"]) for kw in asked] == [
+      (True, True)]
   keys = steps.Keys.from_seed(config.seed)
   plain = jax.jit(functools.partial(steps.create_train_state, model=model,
                                     tx=tx, event_shape=(28, 28, 1)))(

@@ -1,4 +1,5 @@
-"""XLA compiler options of the hot programs: the train chunk and evaluators.
+"""XLA compiler options of the hot programs (the train chunk and evaluators)
+and of those that run once (the initial train state).
 
 On the CPU, XLA (jaxlib 0.10) hands fusions of dots, elementwise ops and
 reductions to the YNNPACK library by default. For this project's models
@@ -44,11 +45,12 @@ Programs that run once in a run, the initial train state above all, compile
 with LLVM at optimization level 1 instead of 2 (`jit(..., once=True)`): its
 random initializers (a threefry loop and an inverse error function per
 kernel) took 5.44 s to compile for the conv VAE at level 2 and 1.84 s at
-level 1, 1.61-1.85 s and 0.89 s for the MLP VAE 784-500-500-50, while the
-program still ran in 16-30 ms and gave the same bits (the MLP VAE, Gaussian
-VAE, AE and conv VAE's initial states compared bit for bit; tested in
-tests/test_compiler.py). Level 0 would halve the compile again but changes
-the bits (no fused multiply-adds).
+level 1, 1.61-1.85 s and 0.89-1.1 s for the MLP VAE 784-500-500-50, while the
+program still ran in 16-30 ms and gave the same bits (measured: the full-size
+MLP VAE, Gaussian VAE, AE and conv VAE of configs/ compared bit for bit;
+tested: a small MLP VAE and conv VAE, tests/test_compiler.py). Level 0
+would halve the compile again but changes the bits (no fused
+multiply-adds).
 """
 
 import functools
