@@ -162,7 +162,7 @@ class _ForkServer:
     self.proc = subprocess.Popen(
         [sys.executable, "-c", _FORK_SERVER], cwd=REPO, env=self.env,
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    self._reply("starting")
+    assert self._reply("starting") == "ready"
 
   def _reply(self, doing):
     line = self.proc.stdout.readline().strip()
