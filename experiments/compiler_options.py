@@ -5,8 +5,11 @@ r"""Which XLA options the CPU programs should use (`vae_jax/compiler.py`).
 Times, interleaved in one process (so every setting sees the same machine
 load), the programs that `compiler.jit` compiles, under each value of
 XLA's `xla_cpu_experimental_ynn_fusion_type` (which fusions go to the
-YNNPACK library), and with none of them and XLA's tree reductions off
-(`xla_disable_hlo_passes=tree_reduction_rewriter`):
+YNNPACK library), with none of them and XLA's tree reductions off
+(`xla_disable_hlo_passes=tree_reduction_rewriter`), and the last two
+compiled with LLVM at optimization level 1 instead of 2
+(`xla_backend_optimization_level`; `compiler.options()` for
+convolutional models and for MLPs):
 
 - the train chunk per step (`train.chunk_program`'s program, 10 steps per
   call, batch 128, dynamic binarization) of the MLP VAE 784-500-20, the
@@ -17,8 +20,11 @@ YNNPACK library), and with none of them and XLA's tree reductions off
   VAE, with the largest change of its per-image log p(x)
   against `dots` (float rounding only).
 
-Medians of --repeats calls. Writes `experiments/results/compiler_options.md`
-and `.json`. CPU only (other backends ignore the option).
+Medians of --repeats calls, and the compile time of each program (lower and
+compile, seconds). A level-1 setting's train chunk also shows the largest
+change of a parameter against its level-2 twin after the same calls from
+the same initial state. Writes `experiments/results/compiler_options.md`
+and `.json`. CPU only (other backends ignore the options).
 """
 
 import functools
@@ -61,6 +67,9 @@ SETTINGS = {"all (jax's default)": None,
             "individual dots": {OPTION: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"},
             "none": {OPTION: ""},
             "none, no tree reductions": {OPTION: "", **NO_TREE}}
+LEVEL_1 = {"xla_backend_optimization_level": 1}
+SETTINGS.update({f"{name}, LLVM -O1": {**SETTINGS[name], **LEVEL_1}
+                 for name in ("none", "none, no tree reductions")})
 MODELS = {
     "784-500-20": ("mnist_vae.py", {"model.hidden": (500,),
                                     "model.latent_dim": 20}),
@@ -80,7 +89,8 @@ def _config(name: str, overrides: dict):
 
 
 def train_chunk(config, data, options):
-  """`() -> seconds per step` of the train loop's chunk program."""
+  """`() -> seconds per step` of the train loop's chunk program, its compile
+  seconds and `() -> parameters` (as the calls left them)."""
   _, total = train.schedule_length(config, data.num_train_examples)
   model, objective, tx, schedule = train.build_model(
       config, data.event_shape, total)
@@ -98,8 +108,10 @@ def train_chunk(config, data, options):
       binarization=data.binarization,
       data_seed=config.data.shuffle_seed), donate_argnums=(0, 4),
                compiler_options=options)
+  start = time.perf_counter()
   run = fn.lower(box["state"], images, scalar(c), scalar(0), box["sums"],
                  scalar(True)).compile()
+  compile_seconds = time.perf_counter() - start
 
   def call():
     start = time.perf_counter()
@@ -108,19 +120,22 @@ def train_chunk(config, data, options):
     jax.block_until_ready(box["sums"])
     return (time.perf_counter() - start) / c
 
-  return call
+  return call, compile_seconds, lambda: jax.tree.leaves(box["state"].params)
 
 
 def nll_chunk(config, data, options):
-  """`() -> seconds per chunk` of the IS-NLL evaluator, and its log p(x)."""
+  """`() -> seconds per chunk` of the IS-NLL evaluator, its compile seconds
+  and its log p(x)."""
   model = models.create_model(config.model, data.event_shape)
   params = models.init_params(model, jax.random.key(0), data.event_shape)
   args = (params, jnp.asarray(data.test_x[:EVAL_BATCH]),
           jnp.ones((EVAL_BATCH,)), steps.Keys.from_seed(0).importance,
           jnp.zeros((), jnp.int32))
+  start = time.perf_counter()
   run = jax.jit(functools.partial(
       importance.evaluate_batch, model, num_samples=2 * CHUNK,
       chunk_size=CHUNK), compiler_options=options).lower(*args).compile()
+  compile_seconds = time.perf_counter() - start
   log_px = np.asarray(run(*args)["log_px"])
 
   def call():
@@ -128,7 +143,7 @@ def nll_chunk(config, data, options):
     jax.block_until_ready(run(*args))
     return (time.perf_counter() - start) / 2
 
-  return call, log_px
+  return call, compile_seconds, log_px
 
 
 def main(argv):
@@ -138,17 +153,18 @@ def main(argv):
   if jax.default_backend() != "cpu":
     raise UserError("The YNNPACK option is the CPU's: run this on a CPU "
                     "(JAX_PLATFORMS=cpu).")
-  calls, log_px = {}, {}
+  calls, compile_seconds, params, log_px = {}, {}, {}, {}
   for name, (file, overrides) in MODELS.items():
     config = _config(file, overrides)
     data = input_pipeline.load(config.data)
     for setting, value in SETTINGS.items():
-      calls[(name, setting)] = train_chunk(config, data, value)
+      (calls[(name, setting)], compile_seconds[(name, setting)],
+       params[(name, setting)]) = train_chunk(config, data, value)
   config = _config("mnist_vae.py", {})
   data = input_pipeline.load(config.data, train=False)
   for setting, value in SETTINGS.items():
-    calls[("IS-NLL", setting)], log_px[setting] = nll_chunk(
-        config, data, value)
+    (calls[("IS-NLL", setting)], compile_seconds[("IS-NLL", setting)],
+     log_px[setting]) = nll_chunk(config, data, value)
   for fn in calls.values():  # Warm-up.
     fn()
   times = {key: [] for key in calls}
@@ -159,13 +175,27 @@ def main(argv):
   first = "dots"
   moved = {s: float(np.max(np.abs(log_px[s] - log_px[first])))
            for s in SETTINGS}
+  # Level 1 against level 2 (its twin): every setting made the same calls
+  # from the same initial state.
+  twins = {s: s.removesuffix(", LLVM -O1") for s in SETTINGS
+           if s.endswith(", LLVM -O1")}
+  params_moved = {
+      f"{m} / {s}": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                        for a, b in zip(params[(m, s)](), params[(m, t)]()))
+      for m in MODELS for s, t in twins.items()}
+  log_px_moved_o1 = {s: float(np.max(np.abs(log_px[s] - log_px[t])))
+                     for s, t in twins.items()}
   results = {
       "device": jax.devices()[0].device_kind,
       "host": f"{platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} cores", "jax": jax.__version__,
       "repeats": _REPEATS.value,
       "seconds": {f"{k[0]} / {k[1]}": v for k, v in medians.items()},
-      "max_log_px_change_nats": moved}
+      "compile_seconds": {f"{k[0]} / {k[1]}": v
+                          for k, v in compile_seconds.items()},
+      "max_log_px_change_nats": moved,
+      "level_1_vs_2_max_param_change": params_moved,
+      "level_1_vs_2_max_log_px_change_nats": log_px_moved_o1}
   programs = [*MODELS, "IS-NLL"]
   lines = [
       "# XLA options of the CPU programs: YNNPACK fusions "
@@ -184,6 +214,21 @@ def main(argv):
     cells.append(f"{medians[('IS-NLL', s)]:.3f} s")
     lines.append(f"| {s} | " + " | ".join(cells)
                  + f" | {moved[s]:.1e} nats |")
+  lines += ["", "Compile seconds (lower and compile) of each program:", "",
+            "| setting | " + " | ".join(programs) + " |",
+            "| --- | " + " | ".join("---:" for _ in programs) + " |"]
+  for s in SETTINGS:
+    lines.append(f"| {s} | " + " | ".join(
+        f"{compile_seconds[(p, s)]:.2f}" for p in programs) + " |")
+  lines += ["", "LLVM level 1 against level 2: the largest change of a "
+            "parameter after the same train calls, and of an image's "
+            "IS-NLL log p(x):", "",
+            "| setting | " + " | ".join(programs) + " |",
+            "| --- | " + " | ".join("---:" for _ in programs) + " |"]
+  for s in twins:
+    lines.append(f"| {s} | " + " | ".join(
+        f"{params_moved[f'{m} / {s}']:.1e}" for m in MODELS)
+                 + f" | {log_px_moved_o1[s]:.1e} nats |")
   table = "\n".join(lines) + "\n"
   os.makedirs(_OUT.value, exist_ok=True)
   with open(os.path.join(_OUT.value, "compiler_options.json"), "w") as f:

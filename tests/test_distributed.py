@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from conftest import REPO, SMALL, cli_args, run_cli, small_config
+from conftest import REPO, SMALL, cli_args, run_cli, run_module, small_config
 from conftest import write_sweep_config
 from vae_jax import config_lib
 from vae_jax import sweep
@@ -24,6 +24,10 @@ LAST_STEP_EVALS = {"evals.elbo.every_steps": 0, "evals.images.every_steps": 0,
                    "evals.nll.every_steps": 0}
 # A tenth of MNIST's training set: faster to read in every process.
 TENTH = {"data.train_split": "train[:10%]"}
+# For the runs whose figures nothing looks at (each test draws them once,
+# in its run over several devices or processes).
+NO_FIGURES = {"evals.images.enabled": False,
+              "evals.latent_maps.enabled": False}
 
 
 def _devices(n):
@@ -76,7 +80,8 @@ def test_eight_devices_follow_the_one_device_trajectory(tmp_path):
   trajectories, results = [], []
   for n in (1, 8):
     workdir = str(tmp_path / f"d{n}")
-    out = run_cli(workdir, overrides, env=_devices(n))
+    out = run_cli(workdir, {**overrides, **(NO_FIGURES if n == 1 else {})},
+                  env=_devices(n))
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"on {n} device(s)" in out.stderr
     trajectories.append(_losses(workdir))
@@ -88,7 +93,8 @@ def test_eight_devices_follow_the_one_device_trajectory(tmp_path):
   _assert_same_scores(results[1], results[0])
   # The default eval.batch_size (500) does not divide by 8: batches are
   # padded to the devices, and padding never counts.
-  out = run_cli(str(tmp_path / "d8"), {**overrides, "eval.batch_size": 500},
+  out = run_cli(str(tmp_path / "d8"), {**overrides, **NO_FIGURES,
+                                       "eval.batch_size": 500},
                 mode="eval", env=_devices(8))
   assert out.returncode == 0, out.stderr[-3000:]
   padded = workdir_lib.read_results(str(tmp_path / "d8"))
@@ -137,12 +143,12 @@ def test_two_processes_train_checkpoint_resume_and_match_one(tmp_path):
   assert workdir_lib.read_results(two)["step"] == 40
   shutil.rmtree(os.path.join(two, "checkpoints", "40"))
   os.remove(os.path.join(two, "results.json"))
-  log = _two_processes(two, common)
+  log = _two_processes(two, {**common, **NO_FIGURES})
   assert "Resumed from the checkpoint at step 30" in log
   assert "nll at step 40: IS-NLL" in log
 
   one = str(tmp_path / "one")  # One process: this one.
-  train.train_and_evaluate(small_config(**common), one)
+  train.train_and_evaluate(small_config(**common, **NO_FIGURES), one)
   l1, l2 = _losses(one), _losses(two)
   assert sorted(l1) == sorted(l2) == list(range(5, 41, 5))
   np.testing.assert_allclose([l2[s] for s in l1], list(l1.values()),
@@ -176,12 +182,10 @@ def test_sweep_places_models_on_the_model_axis(tmp_path):
               json.loads((workdir / "summary.json").read_text())]]
   for devices, model_axis in ((4, 4), (4, 2)):
     workdir = tmp_path / f"sweep_{devices}_{model_axis}"
-    out = subprocess.run(
-        [sys.executable, "-m", "vae_jax.sweep", f"--config={config_path}",
-         f"--workdir={workdir}",
-         f"--config.training.model_axis_size={model_axis}"],
-        cwd=REPO, capture_output=True, text=True,
-        env={**os.environ, **_devices(devices)})
+    out = run_module("vae_jax.sweep", [
+        f"--config={config_path}", f"--workdir={workdir}",
+        f"--config.training.model_axis_size={model_axis}"],
+                     env=_devices(devices))
     assert out.returncode == 0, out.stderr[-3000:]
     mesh = {"model": model_axis, "data": devices // model_axis}
     assert f"Mesh {mesh}: 4 models split over the model axis" in out.stderr

@@ -1,5 +1,5 @@
-"""XLA compiler options of the hot programs (the train chunk and evaluators)
-and of those that run once (the initial train state).
+"""XLA compiler options of the project's programs (the initial train state,
+the train chunk and the evaluators).
 
 On the CPU, XLA (jaxlib 0.10) hands fusions of dots, elementwise ops and
 reductions to the YNNPACK library by default. For this project's models
@@ -41,16 +41,26 @@ results agree to float rounding (an image's IS-NLL moved by at most 1.8e-4
 nats against YNNPACK's dot fusions, 3.7e-4 against jax's default). Other
 backends ignore them; a jaxlib that does not know them gets no options.
 
-Programs that run once in a run, the initial train state above all, compile
-with LLVM at optimization level 1 instead of 2 (`jit(..., once=True)`): its
-random initializers (a threefry loop and an inverse error function per
-kernel) took 5.44 s to compile for the conv VAE at level 2 and 1.84 s at
-level 1, 1.61-1.85 s and 0.89-1.1 s for the MLP VAE 784-500-500-50, while the
-program still ran in 16-30 ms and gave the same bits (measured: the full-size
-MLP VAE, Gaussian VAE, AE and conv VAE of configs/ compared bit for bit;
-tested: a small MLP VAE and conv VAE, tests/test_compiler.py). Level 0
-would halve the compile again but changes the bits (no fused
-multiply-adds).
+All programs compile with LLVM at optimization level 1 instead of 2
+(`xla_backend_optimization_level`): they compile faster and run as fast,
+and the parameters they train are the same bits. `experiments/
+compiler_options.py --repeats=7` (2026-11-30 21:16, 2-core AMD EPYC; rows
+`..., LLVM -O1` of experiments/results/compiler_options.md), level 2 ->
+level 1 with this module's other options: the train chunk per step 6.82 ->
+6.95 ms (784-500-20), 11.22 -> 10.52 ms (784-500-500-50), 123.9 -> 119.4 ms
+(conv VAE), one IS-NLL chunk 0.616 -> 0.635 s; compile 2.54 -> 2.13 s,
+2.40 -> 1.87 s, 6.27 -> 5.34 s and 1.82 -> 1.25 s; after the same 80 train
+steps every parameter of the three models bit for bit the same, and the
+IS-NLL log p(x) too (with tree reductions it moved by 1.8e-4 nats). Sums
+that XLA vectorizes at level 2 round differently: the logged grad_norm by
+~1e-6 relative. Whole runs gain more, their evaluators most: a 24-step run
+of configs/mnist_beta_vae.py:runlocal compiled in 6.4 s instead of 11.9 s
+(its IS-NLL program 4.0 -> 0.9 s, -ELBO evaluator 1.8 -> 0.5 s, train chunk
+2.7 -> 1.6 s), with the same results.json; the conv VAE's initial train
+state, with its random initializers (a threefry loop and an inverse error
+function per kernel), 5.44 -> 1.84 s. Level 0 would halve the compile
+again but changes the bits (no fused multiply-adds). Tested:
+tests/test_compiler.py.
 """
 
 import functools
@@ -58,26 +68,22 @@ from typing import Any
 
 import jax
 
-_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "",
+                "xla_backend_optimization_level": 1}
 _NO_TREE_REDUCTIONS = {"xla_disable_hlo_passes": "tree_reduction_rewriter"}
-_ONCE = {"xla_backend_optimization_level": 1}
 
 
 @functools.cache
-def options(tree_reductions: bool = True,
-            once: bool = False) -> dict[str, Any] | None:
+def options(tree_reductions: bool = True) -> dict[str, Any] | None:
   """`compiler_options` for `jax.jit` on the default backend, or None.
 
   Args:
     tree_reductions: keep XLA:CPU's tree reductions (see above): True for
       convolutional models, False for MLPs.
-    once: the program runs once per run: faster to compile, slower to run
-      (see above).
   """
   if jax.default_backend() != "cpu":
     return None
-  wanted = {**_CPU_OPTIONS, **({} if tree_reductions else _NO_TREE_REDUCTIONS),
-            **(_ONCE if once else {})}
+  wanted = {**_CPU_OPTIONS, **({} if tree_reductions else _NO_TREE_REDUCTIONS)}
   try:  # An XLA that does not know an option refuses it at compile time.
     jax.jit(lambda x: x + 1, compiler_options=wanted).lower(1.0).compile()
   except Exception:  # pylint: disable=broad-except
@@ -85,8 +91,6 @@ def options(tree_reductions: bool = True,
   return wanted
 
 
-def jit(fn, *, tree_reductions: bool, once: bool = False, **kwargs):
-  """`jax.jit(fn, **kwargs)` with this backend's
-  `options(tree_reductions, once)`."""
-  return jax.jit(fn, compiler_options=options(tree_reductions, once),
-                 **kwargs)
+def jit(fn, *, tree_reductions: bool, **kwargs):
+  """`jax.jit(fn, **kwargs)` with this backend's `options(tree_reductions)`."""
+  return jax.jit(fn, compiler_options=options(tree_reductions), **kwargs)

@@ -321,7 +321,7 @@ def initial_states(configs: list[ml_collections.ConfigDict], model, tx,
   """Each config's initial state (not stacked), replicated on the mesh."""
   init = compiler.jit(functools.partial(
       steps.create_train_state, model=model, tx=tx, event_shape=event_shape),
-                      tree_reductions=True, once=True,
+                      tree_reductions=True,
                       out_shardings=mesh.replicated)
   keys = [steps.Keys.from_seed(c.seed) for c in configs]
   return [init(k.init, k.loop, steps.hparams_of(c))

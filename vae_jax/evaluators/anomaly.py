@@ -302,12 +302,12 @@ class Evaluator:
       values = test[name]
       lo, hi = np.quantile(values, [0.005, 0.995])
       bins = np.linspace(lo, hi, 50)
-      ax.hist(values[~anomalous], bins, alpha=0.6, density=True,
-              label="normal")
-      ax.hist(values[anomalous], bins, alpha=0.6, density=True,
-              label="anomalous")
+      # Filled step outlines: one artist each, not a bar per bin (which
+      # took ~2 s per report to draw).
+      for label, where in (("normal", ~anomalous), ("anomalous", anomalous)):
+        density, _ = np.histogram(values[where], bins, density=True)
+        ax.stairs(density, bins, fill=True, alpha=0.6, label=label)
       ax.set(title=name, yticks=[])
-    # A fixed place: "best" searches every bar of the histograms.
     axes[0][0].legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     return {"anomaly_roc": roc,
