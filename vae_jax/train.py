@@ -430,10 +430,20 @@ def _check_group(configs: list[ml_collections.ConfigDict]) -> None:
                       f"{', '.join(fields)}; these differ: {', '.join(diff)}.")
 
 
-@jax.jit
 def _all_finite(tree) -> jax.Array:
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
-                            for x in jax.tree.leaves(tree)]))
+  """`[]` bool: no leaf of `tree` holds a NaN or an inf."""
+  return _all_finite_program()(tree)
+
+
+@functools.cache
+def _all_finite_program():
+  # Without XLA:CPU's tree reductions, which an AND does not need (they are
+  # for long float sums): the 784-500-500-50 VAE's parameters took 0.48-0.53
+  # s to compile with them, 0.17 s without.
+  return compiler.jit(
+      lambda tree: jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
+                                      for x in jax.tree.leaves(tree)])),
+      tree_reductions=False)
 
 
 def _step_name(step: int | None) -> str:

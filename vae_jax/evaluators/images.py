@@ -5,10 +5,10 @@ rows; others alternate originals and reconstructions. Prior samples are the
 decoder means E[x|z] of z ~ p(z) drawn from `Keys.images`.
 """
 
-import jax
 import ml_collections
 import numpy as np
 
+from vae_jax import compiler
 from vae_jax import corruption
 from vae_jax import input_pipeline
 from vae_jax import sharding
@@ -45,7 +45,7 @@ class Evaluator:
         out["samples"] = model.apply(params, z, method="decode").mean()
       return out
 
-    self._grids = jax.jit(grids)
+    self._grids = compiler.jit(grids, tree_reductions=ctx.convolutional)
 
   applies = staticmethod(common.images_only)
 

@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from vae_jax import compiler
 from vae_jax import files
 from vae_jax import importance
 from vae_jax import input_pipeline
@@ -137,9 +138,10 @@ class Evaluator:
         return code.mean, code.log_var
       return code, jnp.zeros_like(code)
 
-    self._encode = jax.jit(encode)
-    self._decode = jax.jit(
-        lambda params, z: model.apply(params, z, method="decode").mean())
+    self._encode = compiler.jit(encode, tree_reductions=ctx.convolutional)
+    self._decode = compiler.jit(
+        lambda params, z: model.apply(params, z, method="decode").mean(),
+        tree_reductions=ctx.convolutional)
     z = config.model.latent_dim
     e = entry
     # Every decoding of a model in one call of one shape: the grid, the
