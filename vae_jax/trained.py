@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from vae_jax import compiler
 from vae_jax import config_lib
 from vae_jax import evaluators
 from vae_jax import input_pipeline
@@ -64,16 +65,19 @@ class TrainedModel:
     self._mesh = mesh
     self._objective = objectives.create(config.objective, model)
     self._hparams = steps.hparams_of(config)
-    self._encode = jax.jit(functools.partial(model.apply, method="encode"))
-    self._decode = jax.jit(functools.partial(model.apply, method="decode"))
-    self._reconstruct = jax.jit(
+    # Compiled as the run's programs are (`compiler.jit`): the same kernels.
+    self._jit = functools.partial(
+        compiler.jit, tree_reductions=models.is_convolutional(config.model))
+    self._encode = self._jit(functools.partial(model.apply, method="encode"))
+    self._decode = self._jit(functools.partial(model.apply, method="decode"))
+    self._reconstruct = self._jit(
         functools.partial(model.apply, method="reconstruct"))
-    self._score = jax.jit(functools.partial(steps.eval_step,
-                                            objective=self._objective))
+    self._score = self._jit(functools.partial(steps.eval_step,
+                                              objective=self._objective))
     self._anomaly = {}  # num_samples -> jitted `anomaly.scores_of`
-    self._sample = jax.jit(functools.partial(model.apply,
-                                             method="sample_prior"),
-                           static_argnums=2)
+    self._sample = self._jit(functools.partial(model.apply,
+                                               method="sample_prior"),
+                             static_argnums=2)
 
   def _inputs(self, x) -> jax.Array:
     if isinstance(x, (str, os.PathLike)):
@@ -198,7 +202,7 @@ class TrainedModel:
     num = num_samples or entry.num_samples
     fn = self._anomaly.get(num)
     if fn is None:
-      fn = self._anomaly[num] = jax.jit(functools.partial(
+      fn = self._anomaly[num] = self._jit(functools.partial(
           anomaly.scores_of, self.model, is_vae=self.is_vae,
           num_samples=num, chunk_size=min(entry.chunk_size, num)))
     x = self._inputs(x)
