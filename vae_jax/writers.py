@@ -83,21 +83,30 @@ IMAGE_INDEX = "index.jsonl"  # In images/: which evaluator drew each file.
 
 
 def write_image_files(workdir: str, step: int, images: dict[str, np.ndarray],
-                      evaluator: str = "") -> None:
+                      evaluator: str = "") -> dict[str, bytes]:
   """Writes `[H, W, C]` grids in [0, 1] as `workdir/images/<name>_<step>.png`
   and records each file's evaluator in `images/index.jsonl` (one JSON line
   per file written: `evaluator`, `name`, `step`, `file`), from which the run
-  report groups the figures. Process 0 only."""
+  report groups the figures. Process 0 only (elsewhere it writes nothing
+  and returns {}).
+
+  Returns:
+    Each image's PNG bytes, by name.
+  """
   if jax.process_index() != 0 or not images:
-    return
+    return {}
   folder = os.path.join(workdir, "images")
   os.makedirs(folder, exist_ok=True)
+  encoded = {}
   with open(os.path.join(folder, IMAGE_INDEX), "a") as f:
     for name, grid in images.items():
       file = f"{name}_{step:08d}.png"
-      save_png(os.path.join(folder, file), grid)
+      encoded[name] = _png(grid)
+      with open(os.path.join(folder, file), "wb") as png:
+        png.write(encoded[name])
       f.write(json.dumps({"evaluator": evaluator, "name": name, "step": step,
                           "file": file}) + "\n")
+  return encoded
 
 
 def truncate_jsonl(path: str, max_step: int) -> None:
@@ -160,12 +169,13 @@ class MetricWriter:
     and TB images."""
     if not self.enabled:
       return
-    write_image_files(self.workdir, step, images, evaluator)
+    encoded = write_image_files(self.workdir, step, images, evaluator)
     if images:
       self._add(step, [summary_pb2.Summary.Value(
           tag=name, image=summary_pb2.Summary.Image(
               height=grid.shape[0], width=grid.shape[1],
-              colorspace=grid.shape[2], encoded_image_string=_png(grid)))
+              colorspace=grid.shape[2],
+              encoded_image_string=encoded[name]))
                        for name, grid in images.items()])
 
   def flush(self) -> None:
