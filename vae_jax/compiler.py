@@ -26,8 +26,11 @@ one chunk of the IS-NLL evaluator (500 test images x 100 samples,
 `jit` compiles with no YNNPACK fusion (`xla_cpu_experimental_ynn_fusion_type`
 empty): the IS-NLL evaluation 1.5x faster than with YNNPACK's dot fusions,
 the MLP train steps the same within this machine's noise (+-5% between
-runs). For the conv VAE two runs disagree: with no YNNPACK fusion against
-all, 165 vs 169 ms (11:00), 193 vs 158 ms (13:31); open.
+runs). For the conv VAE the runs disagree: with no YNNPACK fusion against
+all, 165 vs 169 ms (11:00), 193 vs 158 ms (13:31), 124 vs 123 ms (21:16,
+the run now in experiments/results/compiler_options.md, where the IS-NLL
+chunk took 1.15 s with all fusions, 1.01 s with dots, 0.67 s with none
+and 0.62 s also without tree reductions); open.
 Programs of MLP models compile without tree reductions as well
 (`xla_disable_hlo_passes=tree_reduction_rewriter`; `jit(...,
 tree_reductions=False)`): their sums run over the batch or over features
