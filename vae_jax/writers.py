@@ -72,11 +72,13 @@ def _png(grid: np.ndarray) -> bytes:
   return out.getvalue()
 
 
-def save_png(path: str, grid: np.ndarray) -> None:
+def save_png(path: str, grid: np.ndarray) -> bytes:
   """Writes an `[H, W, 1 or 3]` image in [0, 1] as an 8-bit PNG file (the
-  same bytes as its TensorBoard image)."""
+  same bytes as its TensorBoard image) and returns those bytes."""
+  data = _png(grid)
   with open(path, "wb") as f:
-    f.write(_png(grid))
+    f.write(data)
+  return data
 
 
 IMAGE_INDEX = "index.jsonl"  # In images/: which evaluator drew each file.
@@ -101,9 +103,7 @@ def write_image_files(workdir: str, step: int, images: dict[str, np.ndarray],
   with open(os.path.join(folder, IMAGE_INDEX), "a") as f:
     for name, grid in images.items():
       file = f"{name}_{step:08d}.png"
-      encoded[name] = _png(grid)
-      with open(os.path.join(folder, file), "wb") as png:
-        png.write(encoded[name])
+      encoded[name] = save_png(os.path.join(folder, file), grid)
       f.write(json.dumps({"evaluator": evaluator, "name": name, "step": step,
                           "file": file}) + "\n")
   return encoded
