@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from vae_jax import compiler
 from vae_jax import layers
 from vae_jax import losses
 from vae_jax.errors import UserError
@@ -391,7 +392,29 @@ def create_model(config: ml_collections.ConfigDict,
 
 def init_params(model: VAE | Autoencoder, rng: jax.Array,
                 event_shape: tuple[int, ...]):
-  """Initial parameters of `model` for examples of `event_shape`."""
+  """Initial parameters of `model` for examples of `event_shape`.
+
+  Called on a concrete key, one compiled program: run op by op, the
+  initializers and the forward pass on a zero batch compiled a program per
+  operation and kernel shape (the conv VAE's parameters 14.4 s, compiled
+  whole 2.0 s, the same bits; 2026-12-01, 2-core CPU). Called in a traced
+  function (`rng` a tracer), it is part of the caller's program.
+  """
+  if isinstance(rng, jax.core.Tracer):
+    return _init_params(model, rng, event_shape)
+  return _init_program()(model, rng, event_shape)
+
+
+@functools.cache
+def _init_program():
+  # Built on first use: compiler.jit asks for the backend, which must not
+  # start at import (multi-process runs initialize JAX's distributed
+  # runtime first).
+  return compiler.jit(_init_params, static_argnums=(0, 2),
+                      tree_reductions=True)
+
+
+def _init_params(model, rng, event_shape):
   x = jnp.zeros((1, *event_shape), jnp.float32)
   if isinstance(model, VAE):
     return model.init(rng, x, jax.random.key(0))
