@@ -42,12 +42,17 @@ class Keys:
 
   @classmethod
   def from_seed(cls, seed: int) -> "Keys":
-    root = jax.random.key(seed)
-    init, loop = jax.random.split(root)
-    return cls(init=init, loop=loop,
-               eval=jax.random.fold_in(root, 1 << 20),
-               importance=jax.random.fold_in(root, 1 << 21),
-               images=jax.random.fold_in(root, 1 << 22))
+    # The root key from the (up to 64-bit) Python int as jax.random.key
+    # takes it; the streams in one compiled program, not op by op.
+    return cls(*_derive_keys(jax.random.key(seed)))
+
+
+@jax.jit
+def _derive_keys(root: jax.Array) -> tuple[jax.Array, ...]:
+  """`Keys`' fields, in order, from the root key of a seed."""
+  init, loop = jax.random.split(root)
+  return (init, loop, jax.random.fold_in(root, 1 << 20),
+          jax.random.fold_in(root, 1 << 21), jax.random.fold_in(root, 1 << 22))
 
 
 # What `train_step` adds to the objective's metrics.

@@ -198,7 +198,7 @@ def _train_locked(configs: list[ml_collections.ConfigDict],
     ev.compile(state)
   # And what a checkpoint runs: the finiteness check, each model's slice.
   jax.block_until_ready((_all_finite(state.params),
-                         [steps.index(state, i) for i in range(len(configs))]))
+                         _unstack(state, len(configs))))
   logging.info("Compiled in %.1f s.", time.time() - compile_start)
   logging.info("Training %d model(s) in one vmapped program for %d steps "
                "(%s per epoch), global batch %d on %d device(s)%s.",
@@ -278,11 +278,12 @@ def _train_locked(configs: list[ml_collections.ConfigDict],
                                  f"{step}; training stopped and the last "
                                  "good checkpoint was kept.")
         host = sharding.to_host(sums)
-        for i, (w, m) in enumerate(zip(workdirs, managers)):
+        for i, (w, m, one) in enumerate(zip(workdirs, managers,
+                                            _unstack(state, len(configs)))):
           workdir_lib.write_window(w, step, window_step,
                                    {k: v[i] for k, v in host.items()},
                                    m.all_steps())
-          workdir_lib.save(m, step, steps.index(state, i))
+          workdir_lib.save(m, step, one)
   finally:
     # Commits checkpoints in flight, also when training stops on an error.
     for m in managers:
@@ -443,6 +444,21 @@ def _all_finite_program():
   return compiler.jit(
       lambda tree: jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
                                       for x in jax.tree.leaves(tree)])),
+      tree_reductions=False)
+
+
+def _unstack(state: steps.TrainState, num_models: int
+             ) -> list[steps.TrainState]:
+  """Each model's state (what its checkpoint holds) of a stacked group."""
+  return _unstack_program(num_models)(state)
+
+
+@functools.cache
+def _unstack_program(num_models: int):
+  # One program, not an indexing op per leaf run one by one (each compiled
+  # for its shape: ~40 programs for the conv VAE's state).
+  return compiler.jit(
+      lambda state: [steps.index(state, i) for i in range(num_models)],
       tree_reductions=False)
 
 
