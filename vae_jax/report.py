@@ -344,7 +344,7 @@ def _plot_curves(workdir: str) -> bool:
       steps, values = zip(*sorted(dict(series[k]).items()))
       style = "-" if k.startswith("train/") else "o-"
       ax.plot(steps, values, style, label=k, markersize=3)
-    ax.set_title(title, fontsize=9)
+    writers.set_title(ax, title, fontsize=9)
     ax.set_xlabel("step", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=7)

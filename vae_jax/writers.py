@@ -36,6 +36,17 @@ def pyplot():
   return plt
 
 
+def set_title(ax, text: str, **kwargs) -> None:
+  """`ax.set_title(text, **kwargs)` at a fixed height, the top of the axes.
+
+  Left to matplotlib, the title's height is found at every draw by
+  measuring the tick labels of the x axis in case they sit on top, which
+  none of these figures has: a 6-panel figure took 0.75 s to draw with it
+  and 0.50 s without, with the same pixels.
+  """
+  ax.set_title(text, y=1.0, **kwargs)
+
+
 def format_eta(seconds: float) -> str:
   """`H:MM:SS` of a remaining time in seconds."""
   seconds = int(seconds)

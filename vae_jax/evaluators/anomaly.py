@@ -291,8 +291,8 @@ class Evaluator:
       auc = metrics.roc_auc_score(anomalous, test[name])
       ax.plot(fpr, tpr, label=f"{name} (AUROC {100 * auc:.1f})")
     ax.plot([0, 1], [0, 1], ":", color="gray")
-    ax.set(xlabel="false-positive rate", ylabel="true-positive rate",
-           title=f"ROC, normal = {classes}")
+    ax.set(xlabel="false-positive rate", ylabel="true-positive rate")
+    writers.set_title(ax, f"ROC, normal = {classes}")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     roc = writers.figure_to_array(fig)
@@ -307,7 +307,8 @@ class Evaluator:
       for label, where in (("normal", ~anomalous), ("anomalous", anomalous)):
         density, _ = np.histogram(values[where], bins, density=True)
         ax.stairs(density, bins, fill=True, alpha=0.6, label=label)
-      ax.set(title=name, yticks=[])
+      ax.set(yticks=[])
+      writers.set_title(ax, name)
     axes[0][0].legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     return {"anomaly_roc": roc,

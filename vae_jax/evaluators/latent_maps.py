@@ -322,7 +322,7 @@ class Evaluator:
     fig.subplots_adjust(left=0.6 / width, right=1 - right / width,
                         bottom=0.45 / height, top=1 - top / height)
     self._scatter(ax, coords)
-    ax.set_title("\n".join(title), fontsize=9)
+    writers.set_title(ax, "\n".join(title), fontsize=9)
     if legend:
       ax.legend(markerscale=3, fontsize=7, loc="center left",
                 bbox_to_anchor=(1.0, 0.5), frameon=False)
@@ -400,7 +400,7 @@ class Evaluator:
                         wspace=0.25, hspace=0.35 * 3.0 / (3.0 - 0.35))
     for ax, (step, coords, _) in zip(axes.reshape(-1), history):
       self._scatter(ax, coords)
-      ax.set_title(self._when(step), fontsize=9)
+      writers.set_title(ax, self._when(step), fontsize=9)
       ax.tick_params(labelsize=6)
     for ax in axes.reshape(-1)[n:]:
       ax.axis("off")
@@ -438,6 +438,6 @@ def _image_figure(images: np.ndarray, cols: int, title: str,
                 if col_labels else [])
   if col_labels:
     ax.set_xticklabels(col_labels, fontsize=6, rotation=90)
-  ax.set_title(title, fontsize=8)
+  writers.set_title(ax, title, fontsize=8)
   fig.tight_layout()
   return writers.figure_to_array(fig)
