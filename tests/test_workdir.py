@@ -2,6 +2,7 @@
 
 import io
 import json
+import struct
 
 import jax
 import numpy as np
@@ -218,3 +219,30 @@ def test_tensorboard_events_hold_the_scalars_and_images(tmp_path):
   assert rows == [{"step": 10, "train/loss": 2.5, "train/kl": 0.25},
                   {"step": 20, "train/loss": 1.5}]
   assert (tmp_path / "images" / "samples_00000020.png").exists()
+
+  # Every record is framed and checksummed as TFRecords are: tensorboard's
+  # own (pure-Python) masked CRC-32C of the length and of the data.
+  from tensorboard.compat.tensorflow_stub import pywrap_tensorflow  # pylint: disable=g-import-not-at-top
+  (path,) = (tmp_path / "tb").iterdir()
+  data, records = path.read_bytes(), 0
+  while data:
+    (length,) = struct.unpack("<Q", data[:8])
+    (header_crc,) = struct.unpack("<I", data[8:12])
+    (data_crc,) = struct.unpack("<I", data[12 + length:16 + length])
+    assert header_crc == pywrap_tensorflow.masked_crc32c(data[:8])
+    assert data_crc == pywrap_tensorflow.masked_crc32c(data[12:12 + length])
+    data, records = data[16 + length:], records + 1
+  assert records == 4  # The file version, two scalar events, the image.
+
+
+def test_masked_crc32c_is_tensorflows():
+  # CRC-32C's published check value: "123456789" -> 0xe3069283 (RFC 3720,
+  # B.4); masked, ((c >> 15) | (c << 17)) + 0xa282ead8 mod 2^32.
+  c = 0xE3069283
+  assert writers.masked_crc32c(b"123456789") == (
+      ((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+  from tensorboard.compat.tensorflow_stub import pywrap_tensorflow  # pylint: disable=g-import-not-at-top
+  data = np.random.default_rng(0).bytes(5000)
+  for n in (0, 1, 8, 100, 5000):
+    assert writers.masked_crc32c(data[:n]) == pywrap_tensorflow.masked_crc32c(
+        data[:n])
