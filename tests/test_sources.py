@@ -7,6 +7,7 @@ offline; MNIST from tensorflow-datasets for class selection at scale.
 """
 
 import os
+import threading
 
 import jax
 import numpy as np
@@ -351,7 +352,7 @@ def test_tfds_splits_are_decoded_once_then_read_from_the_cache(
   first = tfds_source.read_tfds(builder, "test[:2%]")
   assert first.x.shape == (200, 28, 28, 1) and first.x.dtype == np.uint8
   # MNIST's test split is one file: decoded whole, once for its slices.
-  assert len(os.listdir(tmp_path / "cache" / "tfds")) == 1
+  assert len(list((tmp_path / "cache" / "tfds").glob("*.npz"))) == 1
 
   def no_decoding(*args):
     raise AssertionError(f"decoded again: {args}")
@@ -370,6 +371,29 @@ def test_tfds_splits_are_decoded_once_then_read_from_the_cache(
   with pytest.raises(AssertionError, match="decoded again"):
     # Two splits: tf.data interleaves them, decoded as tfds reads them.
     tfds_source.read_tfds(builder, "test[:1%]+test[-1%:]")
+
+
+def test_a_split_another_process_is_decoding_is_waited_for(tmp_path,
+                                                          monkeypatch):
+  monkeypatch.setenv(tfds_source.CACHE_ENV, str(tmp_path / "cache"))
+  builder = tfds_source.tfds_builder(small_config().data)
+  path = tfds_source._tfds_cache_path(builder, "test")
+  decode, decoded, read = tfds_source._decode_tfds, [], {}
+  monkeypatch.setattr(tfds_source, "_decode_tfds",
+                      lambda *args: decoded.append(args) or decode(*args))
+  reader = threading.Thread(target=lambda: read.update(
+      examples=tfds_source.read_tfds(builder, "test[:1%]")))
+  # The "other process": holds the lock (flock: per open file, so a thread
+  # of this process waits as another process would) while it decodes.
+  with tfds_source._cache_lock(path):
+    reader.start()
+    reader.join(timeout=1.0)
+    assert reader.is_alive() and not read  # Waiting, not decoding.
+    whole = decode(builder, "test")
+    tfds_source._write_cache(path, whole)
+  reader.join(timeout=60)
+  assert not decoded  # It read the other's file.
+  np.testing.assert_array_equal(read["examples"].x, whole.x[:100])
 
 
 @pytest.mark.parametrize("split", ["test[:2%]", "test[-150:]", "test[10:20]",
@@ -444,7 +468,7 @@ def test_a_cut_short_cache_file_is_decoded_again(tmp_path, monkeypatch):
   monkeypatch.setenv(tfds_source.CACHE_ENV, str(tmp_path / "cache"))
   builder = tfds_source.tfds_builder(small_config().data)
   first = tfds_source.read_tfds(builder, "test[:1%]")
-  (path,) = (tmp_path / "cache" / "tfds").iterdir()
+  (path,) = (tmp_path / "cache" / "tfds").glob("*.npz")
   path.write_bytes(path.read_bytes()[:1000])  # E.g. a full disk.
   again = tfds_source.read_tfds(builder, "test[:1%]")
   np.testing.assert_array_equal(again.x, first.x)

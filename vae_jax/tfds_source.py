@@ -3,6 +3,8 @@ once and kept in a cache (`read_tfds`), and what to do when a dataset is
 missing (`tfds_builder`: download it, or one sentence saying where to point
 TFDS_DATA_DIR)."""
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -206,25 +208,65 @@ def _decoded_whole(builder, name: str) -> bool:
 
 
 def _cached_decode(builder, split: str) -> Examples:
-  """`_decode_tfds(builder, split)`, through the cache (`read_tfds`)."""
+  """`_decode_tfds(builder, split)`, through the cache (`read_tfds`).
+
+  Processes that miss the cache at the same time (the runs of a sweep's
+  array job, tests) take turns: one decodes, the others wait for its file
+  (an advisory `flock` beside it) instead of each importing TensorFlow and
+  decoding the same split.
+  """
   path = _tfds_cache_path(builder, split)
+  if (examples := _read_cache(path)) is not None:
+    return examples
+  with _cache_lock(path):
+    if (examples := _read_cache(path)) is not None:
+      return examples  # Decoded by the process we waited for.
+    examples = _decode_tfds(builder, split)
+    _write_cache(path, examples)
+  return examples
+
+
+def _write_cache(path: str, examples: Examples) -> None:
   try:
-    with np.load(path) as f:
-      y = f["y"] if "y" in f else None
-      return Examples(f["x"], y, tuple(str(c) for c in f["class_names"]),
-                      str(f["where"]))
-  except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile):
-    pass  # Not cached yet, or unreadable (e.g. cut short): decode.
-  examples = _decode_tfds(builder, split)
-  try:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     files.save_npz(path, x=examples.x,
                    class_names=np.array(examples.class_names, dtype=str),
                    where=examples.where,
                    **({} if examples.y is None else {"y": examples.y}))
   except OSError as e:
     logging.info("Not caching the decoded %s: %s", examples.where, e)
-  return examples
+
+
+def _read_cache(path: str) -> Examples | None:
+  """The decoded split cached at `path`; None if absent or unreadable."""
+  try:
+    with np.load(path) as f:
+      y = f["y"] if "y" in f else None
+      return Examples(f["x"], y, tuple(str(c) for c in f["class_names"]),
+                      str(f["where"]))
+  except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile):
+    return None  # Not cached yet, or unreadable (e.g. cut short).
+
+
+@contextlib.contextmanager
+def _cache_lock(path: str):
+  """Holds an exclusive `flock` on `path`.lock; no lock where the cache
+  directory cannot be written (the split is then decoded uncached)."""
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    f = open(path + ".lock", "a")  # pylint: disable=consider-using-with
+  except OSError:
+    yield
+    return
+  with f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      logging.info("Waiting for another process to decode into %s.", path)
+      fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _decode_tfds(builder, split: str) -> Examples:
