@@ -115,37 +115,49 @@ writers.pyplot()
 assert threading.active_count() == 1, threading.enumerate()
 assert not xla_bridge.backends_are_initialized()
 print("ready", flush=True)
-for line in sys.stdin:
-  request = json.loads(line)
-  pid = os.fork()
-  if pid:
-    deadline = time.time() + request["timeout"]
-    while not (done := os.waitpid(pid, os.WNOHANG))[0]:
-      if time.time() > deadline:
-        os.kill(pid, signal.SIGKILL)
-        done = os.waitpid(pid, 0)
-        print("timeout", flush=True)
-        break
-      time.sleep(0.02)
-    else:
-      print(os.waitstatus_to_exitcode(done[1]), flush=True)
-    continue
+
+
+def child(request, command):
   for fd, path, mode in ((0, os.devnull, os.O_RDONLY),
-                         (1, request["stdout"], os.O_WRONLY),
-                         (2, request["stderr"], os.O_WRONLY)):
+                         (1, command["stdout"], os.O_WRONLY),
+                         (2, command["stderr"], os.O_WRONLY)):
     opened = os.open(path, mode)
     os.dup2(opened, fd)
     os.close(opened)
   os.chdir(request["cwd"])
   os.environ.clear()
   os.environ.update(request["env"])
-  sys.argv = [request["module"], *request["args"]]
+  sys.argv = [command["module"], *command["args"]]
   sys.path[0] = request["cwd"]
-  sys.modules.pop(request["module"], None)
+  sys.modules.pop(command["module"], None)
   # What it raises (SystemExit included) ends the child as it would end
   # `python -m`: exit status, traceback, exit handlers.
-  runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
-  break
+  runpy.run_module(command["module"], run_name="__main__", alter_sys=True)
+  sys.exit(0)
+
+
+for line in sys.stdin:
+  request = json.loads(line)
+  pids = []
+  for command in request["commands"]:  # Started together, run side by side.
+    pid = os.fork()
+    if not pid:
+      child(request, command)
+    pids.append(pid)
+  deadline, codes = time.time() + request["timeout"], {}
+  while len(codes) < len(pids) and time.time() < deadline:
+    for pid in pids:
+      if pid not in codes and (done := os.waitpid(pid, os.WNOHANG))[0]:
+        codes[pid] = os.waitstatus_to_exitcode(done[1])
+    time.sleep(0.02)
+  if len(codes) < len(pids):
+    for pid in pids:
+      if pid not in codes:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    print("timeout", flush=True)
+  else:
+    print(json.dumps([codes[pid] for pid in pids]), flush=True)
 """
 
 # What a command's environment may change and still fork: what is read when
@@ -177,22 +189,29 @@ class _ForkServer:
     return all(env.get(k) == self.env.get(k) for k in keys
                if k not in _FORKABLE_ENV)
 
-  def run(self, module, args, env, cwd, timeout):
-    cmd = [sys.executable, "-m", module, *args]
+  def run(self, commands, env, cwd, timeout):
+    """Runs `commands` ([(module, args)]) side by side; their
+    CompletedProcesses."""
     with tempfile.TemporaryDirectory() as tmp:
-      out, err = os.path.join(tmp, "out"), os.path.join(tmp, "err")
-      for path in (out, err):
-        open(path, "w").close()
-      self.proc.stdin.write(json.dumps(
-          {"module": module, "args": args, "env": env, "cwd": cwd,
-           "stdout": out, "stderr": err, "timeout": timeout}) + "\n")
+      request = {"commands": [], "env": env, "cwd": cwd, "timeout": timeout}
+      for i, (module, args) in enumerate(commands):
+        out, err = os.path.join(tmp, f"out{i}"), os.path.join(tmp, f"err{i}")
+        for path in (out, err):
+          open(path, "w").close()
+        request["commands"].append({"module": module, "args": list(args),
+                                    "stdout": out, "stderr": err})
+      self.proc.stdin.write(json.dumps(request) + "\n")
       self.proc.stdin.flush()
-      code = self._reply(f"running {module}")
-      with open(out) as f_out, open(err) as f_err:
-        stdout, stderr = f_out.read(), f_err.read()
-    if code == "timeout":
-      raise subprocess.TimeoutExpired(cmd, timeout, stdout, stderr)
-    return subprocess.CompletedProcess(cmd, int(code), stdout, stderr)
+      codes = self._reply(f"running {commands[0][0]}")
+      outputs = []
+      for command in request["commands"]:
+        with open(command["stdout"]) as f_out, open(command["stderr"]) as f_err:
+          outputs.append((f_out.read(), f_err.read()))
+    cmds = [[sys.executable, "-m", module, *args] for module, args in commands]
+    if codes == "timeout":
+      raise subprocess.TimeoutExpired(cmds[0], timeout, *outputs[0])
+    return [subprocess.CompletedProcess(cmd, code, *output)
+            for cmd, code, output in zip(cmds, json.loads(codes), outputs)]
 
 
 _fork_server = None
@@ -204,23 +223,45 @@ def run_module(module, args, env=None, cwd=REPO, timeout=600):
   allows it (`_FORKABLE_ENV`: a child that starts with vae_jax's
   dependencies imported, ~2 s sooner), else a new process. Callers start
   their own processes where a fork would not do: the README's commands as
-  typed (tests/test_readme.py), runs that are signalled or run side by
-  side, multi-process runs.
+  typed (tests/test_readme.py), runs that are signalled.
 
   Raises:
     subprocess.TimeoutExpired: the command ran over `timeout` seconds (it
       is killed).
+  """
+  (done,) = run_modules([(module, args)], env, cwd, timeout)
+  return done
+
+
+def run_modules(commands, env=None, cwd=REPO, timeout=600):
+  """`run_module` of each `(module, args)` of `commands`, all started
+  together and run side by side (the processes of a multi-process run);
+  their CompletedProcesses, in order.
+
+  Raises:
+    subprocess.TimeoutExpired: a command still ran after `timeout` seconds
+      (all are killed).
   """
   global _fork_server
   env = {**os.environ, **(env or {})}
   if _fork_server is None:
     _fork_server = _ForkServer()
   if not _fork_server.forkable(env):
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd,
-                          env=env, capture_output=True, text=True,
-                          check=False, timeout=timeout)
+    procs = [subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd,
+                              env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+             for module, args in commands]
+    try:
+      outputs = [p.communicate(timeout=timeout) for p in procs]
+    except subprocess.TimeoutExpired:
+      for p in procs:
+        p.kill()
+        p.wait()
+      raise
+    return [subprocess.CompletedProcess(p.args, p.returncode, *output)
+            for p, output in zip(procs, outputs)]
   try:
-    return _fork_server.run(module, list(args), env, cwd, timeout)
+    return _fork_server.run(commands, env, cwd, timeout)
   except (RuntimeError, BrokenPipeError):
     _fork_server = None  # The next command starts a new one.
     raise

@@ -4,15 +4,13 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from conftest import REPO, SMALL, cli_args, run_cli, run_module, small_config
-from conftest import write_sweep_config
+from conftest import REPO, SMALL, cli_args, run_cli, run_module, run_modules
+from conftest import small_config, write_sweep_config
 from vae_jax import config_lib
 from vae_jax import sweep
 from vae_jax import sweep_report
@@ -110,19 +108,16 @@ def _free_port():
 
 
 def _two_processes(workdir, overrides):
+  """Runs the two processes of a run side by side; process 0's log."""
   port = _free_port()
-  base = [sys.executable, "-m", "vae_jax.main",
-          f"--config={os.path.join(REPO, 'configs', 'mnist_vae.py')}",
+  base = [f"--config={os.path.join(REPO, 'configs', 'mnist_vae.py')}",
           f"--workdir={workdir}", f"--coordinator_address=127.0.0.1:{port}",
           "--num_processes=2", *cli_args({**SMALL, **overrides})]
-  procs = [subprocess.Popen(base + [f"--process_id={i}"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, **_devices(1)})
-           for i in (1, 0)]
-  outs = [p.communicate(timeout=300)[0] for p in procs]
-  for p, out in zip(procs, outs):
-    assert p.returncode == 0, out[-3000:]
-  return outs[1]
+  procs = run_modules([("vae_jax.main", base + [f"--process_id={i}"])
+                       for i in (1, 0)], env=_devices(1), timeout=300)
+  for p in procs:
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+  return procs[1].stdout + procs[1].stderr
 
 
 def test_two_processes_train_checkpoint_resume_and_match_one(tmp_path):
