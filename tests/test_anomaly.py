@@ -11,7 +11,6 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from sklearn import metrics as sk_metrics
 
 from conftest import small_config
 from vae_jax import train
@@ -19,6 +18,14 @@ from vae_jax import trained
 from vae_jax import workdir as workdir_lib
 from vae_jax.errors import UserError
 from vae_jax.evaluators import anomaly
+
+
+def _sklearn_auroc(labels, scores):
+  # Imported here: scikit-learn takes ~3 s to import, which every test
+  # worker would pay at collection.
+  from sklearn import metrics  # pylint: disable=g-import-not-at-top
+  return metrics.roc_auc_score(labels, scores)
+
 
 # ----------------------------------------------------------------------------
 # The metrics against closed forms.
@@ -71,7 +78,7 @@ def test_auroc_is_the_mann_whitney_statistic():
   got = anomaly.detection_metrics(scores, labels)
   assert got["auroc"] == pytest.approx(100 * wins, abs=1e-9)
   assert got["auroc"] == pytest.approx(
-      100 * sk_metrics.roc_auc_score(labels, scores))
+      100 * _sklearn_auroc(labels, scores))
 
 
 # ----------------------------------------------------------------------------
@@ -141,7 +148,7 @@ def test_a_model_of_0s_finds_1s_anomalous_and_the_api_agrees(one_class):
   for name in anomaly.VAE_SCORES:
     np.testing.assert_allclose(
         results[f"{name}_auroc"],
-        100 * sk_metrics.roc_auc_score(y != 0, scores[name]), rtol=1e-5,
+        100 * _sklearn_auroc(y != 0, scores[name]), rtol=1e-5,
         err_msg=name)
   assert results["num_normal"] == int((y == 0).sum())
   assert results["num_anomalous"] == int((y != 0).sum())
