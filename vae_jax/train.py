@@ -16,7 +16,6 @@ import time
 
 from absl import logging
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -197,8 +196,8 @@ def _train_locked(configs: list[ml_collections.ConfigDict],
   for ev in evals.values():
     ev.compile(state)
   # And what a checkpoint runs: the finiteness check, each model's slice.
-  jax.block_until_ready((_all_finite(state.params),
-                         _unstack(state, len(configs))))
+  jax.block_until_ready((steps.all_finite(state.params),
+                         steps.unstack(state, len(configs))))
   logging.info("Compiled in %.1f s.", time.time() - compile_start)
   logging.info("Training %d model(s) in one vmapped program for %d steps "
                "(%s per epoch), global batch %d on %d device(s)%s.",
@@ -273,13 +272,13 @@ def _train_locked(configs: list[ml_collections.ConfigDict],
           _write_outputs(metric_writers, step, name, final[name])
 
       if itstime(step, t.checkpoint_every_steps, total):
-        if not bool(_all_finite(state.params)):
+        if not bool(steps.all_finite(state.params)):
           raise TrainingDiverged(f"The parameters became NaN or inf by step "
                                  f"{step}; training stopped and the last "
                                  "good checkpoint was kept.")
         host = sharding.to_host(sums)
         for i, (w, m, one) in enumerate(zip(workdirs, managers,
-                                            _unstack(state, len(configs)))):
+                                            steps.unstack(state, len(configs)))):
           workdir_lib.write_window(w, step, window_step,
                                    {k: v[i] for k, v in host.items()},
                                    m.all_steps())
@@ -429,37 +428,6 @@ def _check_group(configs: list[ml_collections.ConfigDict]) -> None:
     if diff:
       raise UserError("Models trained in one group may differ only in "
                       f"{', '.join(fields)}; these differ: {', '.join(diff)}.")
-
-
-def _all_finite(tree) -> jax.Array:
-  """`[]` bool: no leaf of `tree` holds a NaN or an inf."""
-  return _all_finite_program()(tree)
-
-
-@functools.cache
-def _all_finite_program():
-  # Without XLA:CPU's tree reductions, which an AND does not need (they are
-  # for long float sums): the 784-500-500-50 VAE's parameters took 0.48-0.53
-  # s to compile with them, 0.17 s without.
-  return compiler.jit(
-      lambda tree: jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
-                                      for x in jax.tree.leaves(tree)])),
-      tree_reductions=False)
-
-
-def _unstack(state: steps.TrainState, num_models: int
-             ) -> list[steps.TrainState]:
-  """Each model's state (what its checkpoint holds) of a stacked group."""
-  return _unstack_program(num_models)(state)
-
-
-@functools.cache
-def _unstack_program(num_models: int):
-  # One program, not an indexing op per leaf run one by one (each compiled
-  # for its shape: ~40 programs for the conv VAE's state).
-  return compiler.jit(
-      lambda state: [steps.index(state, i) for i in range(num_models)],
-      tree_reductions=False)
 
 
 def _step_name(step: int | None) -> str:
