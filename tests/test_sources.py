@@ -6,6 +6,7 @@ and as a folder of PNGs in class subfolders, and breast_cancer (569 rows,
 offline; MNIST from tensorflow-datasets for class selection at scale.
 """
 
+import errno
 import os
 import threading
 
@@ -394,6 +395,20 @@ def test_a_split_another_process_is_decoding_is_waited_for(tmp_path,
   reader.join(timeout=60)
   assert not decoded  # It read the other's file.
   np.testing.assert_array_equal(read["examples"].x, whole.x[:100])
+
+
+def test_a_filesystem_without_flock_decodes_without_turns(tmp_path,
+                                                         monkeypatch):
+  monkeypatch.setenv(tfds_source.CACHE_ENV, str(tmp_path / "cache"))
+  builder = tfds_source.tfds_builder(small_config().data)
+
+  def no_flock(*args):
+    raise OSError(errno.ENOLCK, "No locks available")
+
+  monkeypatch.setattr(tfds_source.fcntl, "flock", no_flock)
+  examples = tfds_source.read_tfds(builder, "test[:1%]")
+  assert examples.x.shape == (100, 28, 28, 1)
+  assert len(list((tmp_path / "cache" / "tfds").glob("*.npz"))) == 1
 
 
 @pytest.mark.parametrize("split", ["test[:2%]", "test[-150:]", "test[10:20]",

@@ -258,15 +258,29 @@ def _cache_lock(path: str):
     yield
     return
   with f:
-    try:
-      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-      logging.info("Waiting for another process to decode into %s.", path)
-      fcntl.flock(f, fcntl.LOCK_EX)
+    locked = _flock(f, path)
     try:
       yield
     finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
+      if locked:
+        fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _flock(f, path: str) -> bool:
+  """Takes an exclusive `flock` on `f`, waiting for its holder; False where
+  the filesystem has no flock (some network filesystems): no turns then."""
+  try:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return True
+  except BlockingIOError:
+    logging.info("Waiting for another process to decode into %s.", path)
+  except OSError:
+    return False
+  try:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    return True
+  except OSError:
+    return False
 
 
 def _decode_tfds(builder, split: str) -> Examples:
