@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import chex
 import jax
@@ -247,24 +248,40 @@ def run_modules(commands, env=None, cwd=REPO, timeout=600):
   if _fork_server is None:
     _fork_server = _ForkServer()
   if not _fork_server.forkable(env):
-    procs = [subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd,
-                              env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-             for module, args in commands]
-    try:
-      outputs = [p.communicate(timeout=timeout) for p in procs]
-    except subprocess.TimeoutExpired:
-      for p in procs:
-        p.kill()
-        p.wait()
-      raise
-    return [subprocess.CompletedProcess(p.args, p.returncode, *output)
-            for p, output in zip(procs, outputs)]
+    return _run_new_processes(commands, env, cwd, timeout)
   try:
     return _fork_server.run(commands, env, cwd, timeout)
   except (RuntimeError, BrokenPipeError):
     _fork_server = None  # The next command starts a new one.
     raise
+
+
+def _run_new_processes(commands, env, cwd, timeout):
+  """`run_modules` in new interpreters. Their output goes to files, not
+  pipes: a process blocked on a full pipe would stall the others of a
+  multi-process run in their collectives."""
+  with contextlib.ExitStack() as stack:
+    files = [[stack.enter_context(tempfile.TemporaryFile("w+"))
+              for _ in range(2)] for _ in commands]
+    procs = [subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd,
+                              env=env, stdout=out, stderr=err)
+             for (module, args), (out, err) in zip(commands, files)]
+    deadline = time.time() + timeout
+    try:
+      for p in procs:
+        p.wait(timeout=max(deadline - time.time(), 0))
+    except subprocess.TimeoutExpired:
+      for p in procs:
+        p.kill()
+        p.wait()
+      raise
+    outputs = []
+    for out, err in files:
+      out.seek(0)
+      err.seek(0)
+      outputs.append((out.read(), err.read()))
+  return [subprocess.CompletedProcess(p.args, p.returncode, *output)
+          for p, output in zip(procs, outputs)]
 
 
 def pytest_unconfigure(config):
