@@ -99,21 +99,24 @@ def run_cli(workdir, overrides=None, mode="train", env=None):
 # Command lines, forked from a process that has imported vae_jax.
 
 # The fork server: it imports what every command imports (jax, flax, optax,
-# orbax, matplotlib...: ~2 s of a command's start) and starts no JAX backend
-# and no Python thread, freezes what it holds out of the garbage collector
-# (`gc.freeze`, as preforking servers do), then forks a child per command, which runs the
-# module as `python -m` would. The modules that define flags when imported
-# (main, sweep, compress, decompress) are not imported here, so the child
-# runs them as __main__ once; `vae_jax.report` is (train imports it; its
-# flags are defined under __main__), and the child drops it from
-# sys.modules first, as a new process would not have it. One difference
-# from a new process: flags of the modules imported here (orbax's) are
-# defined before the command line is parsed.
+# orbax, matplotlib, tensorflow_datasets and its registry of datasets, not
+# TensorFlow: ~2.5 s of a command's start), starts no JAX backend and no
+# Python thread, freezes what it holds out of the garbage collector
+# (`gc.freeze`, as preforking servers do), then forks a child per command,
+# which runs the module as `python -m` would. The modules that define flags
+# when imported (main, sweep, compress, decompress) are not imported here,
+# so the child runs them as __main__ once; `vae_jax.report` is (train
+# imports it; its flags are defined under __main__), and the child drops it
+# from sys.modules first, as a new process would not have it. One
+# difference from a new process: flags of the modules imported here
+# (orbax's) are defined before the command line is parsed.
 _FORK_SERVER = r"""
 import gc, json, os, runpy, signal, sys, threading, time
 from jax._src import xla_bridge
+import tensorflow_datasets as tfds
 from vae_jax import train, writers
 writers.pyplot()
+tfds.list_builders(with_community_datasets=False)  # Imports its registry.
 assert threading.active_count() == 1, threading.enumerate()
 assert not xla_bridge.backends_are_initialized()
 # What is imported here stays out of the children's garbage collections,
