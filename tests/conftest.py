@@ -178,7 +178,7 @@ for line in sys.stdin:
 # not loaded (TensorFlow, OpenMP, TPU runtimes; jaxlib's C++ log level
 # may stay the server's). Any other difference starts a new process (~2 s
 # more; before these keys were allowed, most commands of a test run did,
-# after its first such import). Tested in tests/test_sources.py.
+# after its first such import). Tested in tests/test_harness.py.
 _FORKABLE_ENV = ("XLA_FLAGS", "PYTEST_CURRENT_TEST",
                  # JAX's CPU backend (jaxlib 0.10):
                  "TF_CPP_MIN_LOG_LEVEL", "TPU_SKIP_MDS_QUERY",
