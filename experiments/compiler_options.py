@@ -7,7 +7,7 @@ load), the programs that `compiler.jit` compiles, under each value of
 XLA's `xla_cpu_experimental_ynn_fusion_type` (which fusions go to the
 YNNPACK library), with none of them and XLA's tree reductions off
 (`xla_disable_hlo_passes=tree_reduction_rewriter`), and the last two
-compiled with LLVM at optimization level 1 instead of 2
+compiled with LLVM at optimization level 1 instead of XLA's default, 3
 (`xla_backend_optimization_level`; `compiler.options()` for
 convolutional models and for MLPs):
 
@@ -22,7 +22,7 @@ convolutional models and for MLPs):
 
 Medians of --repeats calls, and the compile time of each program (lower and
 compile, seconds). A level-1 setting's train chunk also shows the largest
-change of a parameter against its level-2 twin after the same calls from
+change of a parameter against its level-3 twin after the same calls from
 the same initial state. Writes `experiments/results/compiler_options.md`
 and `.json`. CPU only (other backends ignore the options).
 """
@@ -175,7 +175,7 @@ def main(argv):
   first = "dots"
   moved = {s: float(np.max(np.abs(log_px[s] - log_px[first])))
            for s in SETTINGS}
-  # Level 1 against level 2 (its twin): every setting made the same calls
+  # Level 1 against XLA's default level 3 (its twin): every setting made the same calls
   # from the same initial state.
   twins = {s: s.removesuffix(", LLVM -O1") for s in SETTINGS
            if s.endswith(", LLVM -O1")}
@@ -220,7 +220,7 @@ def main(argv):
   for s in SETTINGS:
     lines.append(f"| {s} | " + " | ".join(
         f"{compile_seconds[(p, s)]:.2f}" for p in programs) + " |")
-  lines += ["", "LLVM level 1 against level 2: the largest change of a "
+  lines += ["", "LLVM level 1 against XLA's default level 3: the largest change of a "
             "parameter after the same train calls, and of an image's "
             "IS-NLL log p(x):", "",
             "| setting | " + " | ".join(programs) + " |",

@@ -13,6 +13,20 @@ import sys
 import tempfile
 import time
 
+# What the tests compile themselves, and the operations they run one by one
+# (random inputs, reference values, a function of the package called
+# outside a program), compile at LLVM optimization level 1. The package's
+# programs set their level themselves (level 1, `compiler.jit`; bits-back
+# coding's XLA's default 3, `compiler.jit_at_xla_defaults`), so they compile
+# here as they do outside the tests. At XLA:CPU's default level a random
+# draw of a few hundred numbers took 1-2 s to compile (LLVM unrolls its
+# threefry loops), 0.2-0.3 s at level 1: ~50 s of a test run. Set before
+# JAX starts its backend; subprocesses inherit it (`devices_env` keeps it).
+LLVM_LEVEL_FLAG = "--xla_backend_optimization_level=1"
+if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = " ".join(
+      filter(None, [os.environ.get("XLA_FLAGS"), LLVM_LEVEL_FLAG]))
+
 import chex
 import jax
 import ml_collections
@@ -79,6 +93,13 @@ def write_sweep_config(path, points, max_group_size, **overrides):
       base=DEFAULT_CONFIG, overrides=overrides, points=list(points),
       max_group_size=max_group_size))
   return path
+
+
+def devices_env(n):
+  """The environment of a command that simulates `n` CPU devices (and keeps
+  the tests' XLA_FLAGS)."""
+  return {"XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "
+                       f"--xla_force_host_platform_device_count={n}".strip()}
 
 
 def small_config(**overrides):
@@ -432,13 +453,53 @@ def trained_small(tmp_path_factory):
                     validate_calls=record["validate_calls"])
 
 
+# A small run on scikit-learn's 8x8 digits (offline, seconds): an MLP VAE
+# with a 3-D latent, the figure evaluators (images, latent maps) at steps 100
+# and 200, the NLL at k = 10 at the end. What tests/test_report.py and
+# tests/test_latent_maps.py read.
+DIGITS_VAE = {
+    "data.source": "sklearn", "data.name": "digits",
+    "model.hidden": (64,), "model.latent_dim": 3,
+    "training.num_steps": 200, "training.batch_size": 64,
+    "training.steps_per_call": 50, "training.log_every_steps": 50,
+    "training.checkpoint_every_steps": 100,
+    "optimizer.warmup_steps": 20, "optimizer.learning_rate": 3e-3,
+    "eval.batch_size": 120,
+    "evals.elbo.every_steps": 100, "evals.images.every_steps": 100,
+    "evals.latent_maps.every_steps": 100, "evals.nll.num_samples": 10,
+}
+
+
+def digits_config(**overrides):
+  return config_lib.get_config(DEFAULT_CONFIG, None,
+                               {**DIGITS_VAE, **overrides})
+
+
+@pytest.fixture(scope="session")
+def trained_digits(tmp_path_factory):
+  """`digits_config()` trained in-process, once per test run; its workdir,
+  read only (tests copy it to change anything)."""
+  root = shared_root(tmp_path_factory)
+  workdir, done = root / "trained_digits", root / "trained_digits.done"
+  with file_lock(str(root / "trained_digits.lock")):
+    if not done.exists():
+      shutil.rmtree(workdir, ignore_errors=True)
+      train.train_and_evaluate(digits_config(), str(workdir))
+      done.touch()
+  return str(workdir)
+
+
 # ----------------------------------------------------------------------------
 # Scheduling over the workers (pytest-xdist).
 
-# Modules whose tests share a module-scoped fixture that trains: each runs
-# on one worker, so that the fixture is built once.
-GROUPED_MODULES = ("test_anomaly.py", "test_compress.py", "test_evaluators.py",
-                   "test_latent_maps.py", "test_report.py")
+# Modules whose tests share a fixture that trains, by the unit they run in
+# on one worker, so that the fixture is built once: a module-scoped fixture,
+# or a session one that several modules read (`trained_digits`).
+GROUPED_MODULES = {"test_anomaly.py": "test_anomaly.py",
+                   "test_compress.py": "test_compress.py",
+                   "test_evaluators.py": "test_evaluators.py",
+                   "test_latent_maps.py": "trained_digits",
+                   "test_report.py": "trained_digits"}
 
 # Seconds a test takes on the reference machine (2 cores), for the longest
 # ones (by function, each parametrization alike); others count 1 s.
@@ -456,12 +517,12 @@ SECONDS = {
     "test_compress.py::test_cli_round_trip_and_clear_errors": 38,
     "test_evaluators.py::test_training_reports_the_nll": 32,
     "test_train.py::test_damaged_newest_checkpoint_falls_back_to_an_intact_one": 22,
+    "test_compiler.py::test_llvm_level_1_computes_the_bits_of_the_default_level_3": 22,
     "test_configs.py::test_config_trains_a_short_run_that_improves": 21,
     "test_latent_maps.py::test_unlabeled_conv_autoencoder": 21,
     "test_train.py::test_a_second_process_on_a_workdir_is_refused": 21,
     "test_sweep.py::test_group_resumes_from_the_step_every_model_has": 20,
-    "test_report.py::test_report_lists_every_evaluators_figures_and_they_decode": 18,
-    "test_experiments.py::test_flop_count_includes_every_chunk": 17,
+        "test_experiments.py::test_flop_count_includes_every_chunk": 17,
     "test_sweep.py::test_index_runs_one_point_and_rejects_out_of_range": 16,
     "test_harness.py::test_what_jax_and_imports_write_to_the_environment_still_forks": 14,
     "test_train.py::test_eval_mode_scores_a_trained_workdir": 16,
@@ -498,9 +559,8 @@ def _seconds(nodeid):
 
 
 def _unit(nodeid):
-  """What runs on one worker: a grouped module, or the test alone."""
-  module = nodeid.split("::")[0]
-  return module if module.rsplit("/", 1)[-1] in GROUPED_MODULES else nodeid
+  """What runs on one worker: a group of modules, or the test alone."""
+  return GROUPED_MODULES.get(nodeid.split("::")[0].rsplit("/", 1)[-1], nodeid)
 
 
 def pytest_collection_modifyitems(items):

@@ -10,7 +10,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from conftest import REPO, SMALL, cli_args, run_cli, run_module, run_modules
-from conftest import small_config, write_sweep_config
+from conftest import devices_env, small_config, write_sweep_config
 from vae_jax import config_lib
 from vae_jax import sweep
 from vae_jax import sweep_report
@@ -26,10 +26,6 @@ TENTH = {"data.train_split": "train[:10%]"}
 # in its run over several devices or processes).
 NO_FIGURES = {"evals.images.enabled": False,
               "evals.latent_maps.enabled": False}
-
-
-def _devices(n):
-  return {"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
 
 
 def _losses(workdir):
@@ -79,7 +75,7 @@ def test_eight_devices_follow_the_one_device_trajectory(tmp_path):
   for n in (1, 8):
     workdir = str(tmp_path / f"d{n}")
     out = run_cli(workdir, {**overrides, **(NO_FIGURES if n == 1 else {})},
-                  env=_devices(n))
+                  env=devices_env(n))
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"on {n} device(s)" in out.stderr
     trajectories.append(_losses(workdir))
@@ -93,7 +89,7 @@ def test_eight_devices_follow_the_one_device_trajectory(tmp_path):
   # padded to the devices, and padding never counts.
   out = run_cli(str(tmp_path / "d8"), {**overrides, **NO_FIGURES,
                                        "eval.batch_size": 500},
-                mode="eval", env=_devices(8))
+                mode="eval", env=devices_env(8))
   assert out.returncode == 0, out.stderr[-3000:]
   padded = workdir_lib.read_results(str(tmp_path / "d8"))
   assert padded["elbo"]["num_examples"] == 1000
@@ -114,7 +110,7 @@ def _two_processes(workdir, overrides):
           f"--workdir={workdir}", f"--coordinator_address=127.0.0.1:{port}",
           "--num_processes=2", *cli_args({**SMALL, **overrides})]
   procs = run_modules([("vae_jax.main", base + [f"--process_id={i}"])
-                       for i in (1, 0)], env=_devices(1), timeout=300)
+                       for i in (1, 0)], env=devices_env(1), timeout=300)
   for p in procs:
     assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
   return procs[1].stdout + procs[1].stderr
@@ -180,7 +176,7 @@ def test_sweep_places_models_on_the_model_axis(tmp_path):
     out = run_module("vae_jax.sweep", [
         f"--config={config_path}", f"--workdir={workdir}",
         f"--config.training.model_axis_size={model_axis}"],
-                     env=_devices(devices))
+                     env=devices_env(devices))
     assert out.returncode == 0, out.stderr[-3000:]
     mesh = {"model": model_axis, "data": devices // model_axis}
     assert f"Mesh {mesh}: 4 models split over the model axis" in out.stderr

@@ -1,38 +1,24 @@
 """The latent_maps evaluator: its math, and its figures on small real runs.
 
-Runs train on scikit-learn's 8x8x1 digits (offline, seconds): a labelled
-MLP VAE with a 3-D latent (PCA projection), and a conv autoencoder on the
-same images saved without labels (no colours, no legend).
+Runs train on scikit-learn's 8x8x1 digits (offline, seconds): the session's
+labelled MLP VAE with a 3-D latent (conftest `DIGITS_VAE`; PCA projection),
+and a conv autoencoder on the same images saved without labels (no colours,
+no legend).
 """
 
 import os
+import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DEFAULT_CONFIG
+from conftest import digits_config as _config
 from vae_jax import config_lib
 from vae_jax import train
 from vae_jax import trained
 from vae_jax.errors import UserError
 from vae_jax.evaluators import latent_maps
-
-DIGITS = {
-    "data.source": "sklearn", "data.name": "digits",
-    "model.hidden": (64,), "model.latent_dim": 3,
-    "training.num_steps": 200, "training.batch_size": 64,
-    "training.steps_per_call": 50, "training.log_every_steps": 50,
-    "training.checkpoint_every_steps": 100,
-    "optimizer.warmup_steps": 20, "optimizer.learning_rate": 3e-3,
-    "eval.batch_size": 120,
-    "evals.elbo.every_steps": 100, "evals.images.every_steps": 0,
-    "evals.latent_maps.every_steps": 100, "evals.nll.enabled": False,
-}
-
-
-def _config(**overrides):
-  return config_lib.get_config(DEFAULT_CONFIG, None, {**DIGITS, **overrides})
 
 
 def _png(path):
@@ -42,9 +28,9 @@ def _png(path):
 
 
 @pytest.fixture(scope="module")
-def vae_run(tmp_path_factory):
+def vae_run(trained_digits, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("latent") / "vae")
-  train.train_and_evaluate(_config(), workdir)
+  shutil.copytree(trained_digits, workdir)
   return workdir
 
 
@@ -135,7 +121,8 @@ def test_unlabeled_conv_autoencoder(tmp_path):
       "data.binarization": "none", "model.name": "conv_ae",
       "model.conv_channels": (16,), "model.latent_dim": 2,
       "objective.name": "ae", "training.num_steps": 100,
-      "evals.elbo.every_steps": 0, "evals.latent_maps.every_steps": 0})
+      "evals.elbo.every_steps": 0, "evals.images.every_steps": 0,
+      "evals.latent_maps.every_steps": 0, "evals.nll.enabled": False})
   workdir = str(tmp_path / "ae")
   train.train_and_evaluate(config, workdir)
   for name in latent_maps.FIGURES:

@@ -21,7 +21,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import DEFAULT_CONFIG, SMALL, cli_args, popen_cli, run_cli
-from conftest import run_module, small_config
+from conftest import devices_env, run_module, small_config
 from conftest import counting as _counting
 from vae_jax import config_lib
 from vae_jax import tfds_source
@@ -489,5 +489,5 @@ def test_download_offline_fails_fast_and_leaves_nothing(tmp_path):
 
 def test_batch_must_divide_across_devices(tmp_path):
   out = run_cli(str(tmp_path), {"training.batch_size": 126},
-                env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+                env=devices_env(4))
   assert "does not divide across the 4 devices" in _one_error_line(out)

@@ -54,6 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vae_jax import bbans_counts
+from vae_jax import compiler
 from vae_jax import bbans_file
 from vae_jax import losses
 from vae_jax import models
@@ -193,11 +194,11 @@ class Codec:
     self.latent_dim = model.encoder.latent_dim
     self.params_hash = bbans_file.params_hash(params, self.event_shape)
     self._centres = bbans_counts.bucket_centres(settings.latent_bits)
-    self._encode = jax.jit(functools.partial(
+    self._encode = compiler.jit_at_xla_defaults(functools.partial(
         _encode, model, latent_bits=settings.latent_bits,
         precision=settings.posterior_precision))
-    self._decode = jax.jit(functools.partial(_decode, model,
-                                             pixels=self.pixels))
+    self._decode = compiler.jit_at_xla_defaults(functools.partial(
+        _decode, model, pixels=self.pixels))
     cx = _constriction()
     self._cx = cx
     self._categorical = cx.stream.model.Categorical(perfect=False)

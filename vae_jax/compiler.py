@@ -44,18 +44,19 @@ results agree to float rounding (an image's IS-NLL moved by at most 1.8e-4
 nats against YNNPACK's dot fusions, 3.7e-4 against jax's default). Other
 backends ignore them; a jaxlib that does not know them gets no options.
 
-All programs compile with LLVM at optimization level 1 instead of 2
-(`xla_backend_optimization_level`): they compile faster and run as fast,
+All programs compile with LLVM at optimization level 1 instead of XLA's
+default, 3 (`xla_backend_optimization_level`; `DefaultDebugOptionsIgnoringFlags`
+in XLA's debug_options_flags.cc): they compile faster and run as fast,
 and the parameters they train are the same bits. `experiments/
 compiler_options.py --repeats=7` (2026-11-30 21:16, 2-core AMD EPYC; rows
-`..., LLVM -O1` of experiments/results/compiler_options.md), level 2 ->
+`..., LLVM -O1` of experiments/results/compiler_options.md), level 3 ->
 level 1 with this module's other options: the train chunk per step 6.82 ->
 6.95 ms (784-500-20), 11.22 -> 10.52 ms (784-500-500-50), 123.9 -> 119.4 ms
 (conv VAE), one IS-NLL chunk 0.616 -> 0.635 s; compile 2.54 -> 2.13 s,
 2.40 -> 1.87 s, 6.27 -> 5.34 s and 1.82 -> 1.25 s; after the same 80 train
 steps every parameter of the three models bit for bit the same, and the
 IS-NLL log p(x) too (with tree reductions it moved by 1.8e-4 nats). Sums
-that XLA vectorizes at level 2 round differently: the logged grad_norm by
+that XLA vectorizes at level 3 round differently: the logged grad_norm by
 ~1e-6 relative. Whole runs gain more, their evaluators most: a 24-step run
 of configs/mnist_beta_vae.py:runlocal compiled in 6.4 s instead of 11.9 s
 (its IS-NLL program 4.0 -> 0.9 s, -ELBO evaluator 1.8 -> 0.5 s, train chunk
@@ -97,3 +98,18 @@ def options(tree_reductions: bool = True) -> dict[str, Any] | None:
 def jit(fn, *, tree_reductions: bool, **kwargs):
   """`jax.jit(fn, **kwargs)` with this backend's `options(tree_reductions)`."""
   return jax.jit(fn, compiler_options=options(tree_reductions), **kwargs)
+
+
+# XLA:CPU's own LLVM level (`DefaultDebugOptionsIgnoringFlags`).
+XLA_DEFAULT_LEVEL = 3
+
+
+def jit_at_xla_defaults(fn, **kwargs):
+  """`jax.jit(fn, **kwargs)` with XLA's default options, on the CPU at its
+  default LLVM level whatever XLA_FLAGS say (the tests set level 1): for
+  programs whose bits must stay those of earlier versions (bits-back
+  coding: a file decodes only where the networks compute the bits they
+  computed when it was encoded)."""
+  level = ({"xla_backend_optimization_level": XLA_DEFAULT_LEVEL}
+           if jax.default_backend() == "cpu" else None)
+  return jax.jit(fn, compiler_options=level, **kwargs)

@@ -170,8 +170,8 @@ def _train_locked(configs: list[ml_collections.ConfigDict],
         break
   if start:
     logging.info("Resumed from the checkpoint at step %d.", start)
-  state = jax.jit(lambda *s: steps.stack(s), out_shardings=mesh.models)(
-      *states)
+  state = compiler.jit(lambda *s: steps.stack(s), tree_reductions=False,
+                       out_shardings=mesh.models)(*states)
   for c, w in zip(configs, workdirs):
     workdir_lib.write_config(w, c)
     workdir_lib.write_provenance(w)

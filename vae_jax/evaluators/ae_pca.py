@@ -34,6 +34,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from vae_jax import compiler
 from vae_jax import files
 from vae_jax import input_pipeline
 from vae_jax import sharding
@@ -121,8 +122,9 @@ class Evaluator:
                                             pca_reconstruct(self.pca, flat))
     self.batch_size = min(ctx.config.eval.batch_size, len(self.x))
     model = ctx.model
-    self._reconstruct = jax.jit(
-        lambda params, x: model.apply(params, x, method="reconstruct"))
+    self._reconstruct = compiler.jit(
+        lambda params, x: model.apply(params, x, method="reconstruct"),
+        tree_reductions=ctx.convolutional)
 
   @staticmethod
   def _saved(ctx: common.Context) -> str | None:

@@ -16,6 +16,7 @@ import ml_collections
 import numpy as np
 
 from vae_jax import batching
+from vae_jax import compiler
 from vae_jax import input_pipeline
 from vae_jax import models
 from vae_jax import objectives
@@ -81,7 +82,8 @@ class Context:
 
   @functools.cached_property
   def _select(self):
-    return jax.jit(steps.index, out_shardings=self.mesh.replicated)
+    return compiler.jit(steps.index, tree_reductions=False,
+                        out_shardings=self.mesh.replicated)
 
   def select(self, tree: Any, i: int) -> Any:
     """Model i of a stacked (possibly sharded) tree, replicated."""
