@@ -492,14 +492,21 @@ def trained_digits(tmp_path_factory):
 # ----------------------------------------------------------------------------
 # Scheduling over the workers (pytest-xdist).
 
-# Modules whose tests share a fixture that trains, by the unit they run in
-# on one worker, so that the fixture is built once: a module-scoped fixture,
-# or a session one that several modules read (`trained_digits`).
-GROUPED_MODULES = {"test_anomaly.py": "test_anomaly.py",
-                   "test_compress.py": "test_compress.py",
-                   "test_evaluators.py": "test_evaluators.py",
-                   "test_latent_maps.py": "trained_digits",
-                   "test_report.py": "trained_digits"}
+# Modules and tests that share a fixture that trains, by the unit they run
+# in on one worker, so that the fixture is built once: a module-scoped
+# fixture, or a session one that several modules read (`trained_digits`).
+GROUPED = {
+    "test_anomaly.py": "test_anomaly.py",
+    "test_compress.py": "test_compress.py",
+    "test_evaluators.py": "test_evaluators.py",
+    "test_latent_maps.py": "trained_digits",
+    "test_report.py": "trained_digits",
+    # Their one-device reference run (`one_device`).
+    "test_distributed.py::test_eight_devices_follow_the_one_device_trajectory":
+        "one_device",
+    "test_distributed.py::test_two_processes_train_checkpoint_resume_and_match_one":
+        "one_device",
+}
 
 # Seconds a test takes on the reference machine (2 cores), for the longest
 # ones (by function, each parametrization alike); others count 1 s.
@@ -507,7 +514,7 @@ SECONDS = {
     "test_distributed.py::test_two_processes_train_checkpoint_resume_and_match_one": 120,
     "test_anomaly.py::test_a_one_class_model_in_a_group_ends_as_alone": 90,
     "test_distributed.py::test_sweep_places_models_on_the_model_axis": 87,
-    "test_distributed.py::test_eight_devices_follow_the_one_device_trajectory": 72,
+    "test_distributed.py::test_eight_devices_follow_the_one_device_trajectory": 25,
     "test_compress.py::test_round_trip_is_exact_at_the_elbo_rate": 71,
     "test_train.py::test_sigkill_and_resume_is_bit_identical": 67,
     "test_sweep.py::test_sweep_runs_lists_resumes_and_summarizes": 61,
@@ -559,8 +566,10 @@ def _seconds(nodeid):
 
 
 def _unit(nodeid):
-  """What runs on one worker: a group of modules, or the test alone."""
-  return GROUPED_MODULES.get(nodeid.split("::")[0].rsplit("/", 1)[-1], nodeid)
+  """What runs on one worker: a group (`GROUPED`), or the test alone."""
+  module = nodeid.split("::")[0].rsplit("/", 1)[-1]
+  test = nodeid.split("[")[0].rsplit("/", 1)[-1]
+  return GROUPED.get(test, GROUPED.get(module, nodeid))
 
 
 def pytest_collection_modifyitems(items):

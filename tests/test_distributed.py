@@ -8,6 +8,7 @@ import socket
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 
 from conftest import REPO, SMALL, cli_args, run_cli, run_module, run_modules
 from conftest import devices_env, small_config, write_sweep_config
@@ -64,36 +65,47 @@ def _assert_same_scores(results, reference):
                                err_msg=f"{evaluator}/{metric}")
 
 
-def test_eight_devices_follow_the_one_device_trajectory(tmp_path):
-  # The evaluators (the NLL with SMALL's k = 10) score the first 1000 test
-  # images at the last step, split over the devices.
-  overrides = {**TENTH, "training.num_steps": 50,
-               "training.log_every_steps": 1,
-               "training.checkpoint_every_steps": 50, **LAST_STEP_EVALS,
-               "data.eval_split": "test[:1000]"}
-  trajectories, results = [], []
-  for n in (1, 8):
-    workdir = str(tmp_path / f"d{n}")
-    out = run_cli(workdir, {**overrides, **(NO_FIGURES if n == 1 else {})},
-                  env=devices_env(n))
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert f"on {n} device(s)" in out.stderr
-    trajectories.append(_losses(workdir))
-    results.append(workdir_lib.read_results(workdir))
-  one, eight = trajectories
-  assert sorted(one) == list(range(1, 51))
-  np.testing.assert_allclose([eight[s] for s in one], list(one.values()),
+# The run that the runs over 8 devices and over 2 processes follow: SMALL on
+# a tenth of MNIST's training set in 2 shards (what 2 processes read), 40
+# steps logged one by one, checkpoints every 10, the evaluators (the NLL
+# with SMALL's k = 10) on the first 1000 test images at the last step.
+REFERENCE = {**TENTH, "data.num_shards": 2, "optimizer.schedule": "constant",
+             "training.num_steps": 40, "training.steps_per_call": 5,
+             "training.log_every_steps": 1,
+             "training.checkpoint_every_steps": 10, **LAST_STEP_EVALS,
+             "data.eval_split": "test[:1000]", "evals.nll.enabled": True,
+             "evals.nll.num_samples": 10}
+
+
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory):
+  """`REFERENCE` trained in this process, on its one device: the workdir."""
+  workdir = str(tmp_path_factory.mktemp("reference") / "one")
+  train.train_and_evaluate(small_config(**REFERENCE, **NO_FIGURES), workdir)
+  return workdir
+
+
+def test_eight_devices_follow_the_one_device_trajectory(one_device,
+                                                        tmp_path):
+  # The evaluators score the test images split over the devices.
+  eight = str(tmp_path / "d8")
+  out = run_cli(eight, REFERENCE, env=devices_env(8))
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "on 8 device(s)" in out.stderr
+  l1, l8 = _losses(one_device), _losses(eight)
+  assert sorted(l1) == sorted(l8) == list(range(1, 41))
+  np.testing.assert_allclose([l8[s] for s in l1], list(l1.values()),
                              rtol=1e-4)
-  _assert_same_scores(results[1], results[0])
+  results = workdir_lib.read_results(eight)
+  _assert_same_scores(results, workdir_lib.read_results(one_device))
   # The default eval.batch_size (500) does not divide by 8: batches are
   # padded to the devices, and padding never counts.
-  out = run_cli(str(tmp_path / "d8"), {**overrides, **NO_FIGURES,
-                                       "eval.batch_size": 500},
+  out = run_cli(eight, {**REFERENCE, **NO_FIGURES, "eval.batch_size": 500},
                 mode="eval", env=devices_env(8))
   assert out.returncode == 0, out.stderr[-3000:]
-  padded = workdir_lib.read_results(str(tmp_path / "d8"))
+  padded = workdir_lib.read_results(eight)
   assert padded["elbo"]["num_examples"] == 1000
-  np.testing.assert_allclose(padded["nll"]["nll"], results[1]["nll"]["nll"],
+  np.testing.assert_allclose(padded["nll"]["nll"], results["nll"]["nll"],
                              rtol=1e-5)  # Per-example keys: batch-invariant.
 
 
@@ -116,44 +128,37 @@ def _two_processes(workdir, overrides):
   return procs[1].stdout + procs[1].stderr
 
 
-def test_two_processes_train_checkpoint_resume_and_match_one(tmp_path):
+def test_two_processes_train_checkpoint_resume_and_match_one(one_device,
+                                                           tmp_path):
   # Trained to step 40, then, as if killed after its step-30 checkpoint
   # (the step-40 checkpoint and results removed), resumed to 40. The
-  # evaluators, the importance-sampled NLL (k = 10) included, run at the
-  # last step on the first 1000 test images, split over the processes.
-  common = {**TENTH, "data.num_shards": 2, "optimizer.schedule": "constant",
-            "training.log_every_steps": 5, "training.steps_per_call": 5,
-            "training.checkpoint_every_steps": 10, **LAST_STEP_EVALS,
-            "data.eval_split": "test[:1000]", "evals.nll.enabled": True,
-            "evals.nll.num_samples": 10, "training.num_steps": 40}
+  # evaluators score the test images split over the processes.
   two = str(tmp_path / "two")
-  log = _two_processes(two, common)
+  log = _two_processes(two, REFERENCE)
   assert "Process 0 of 2" in log and "on 2 device(s)" in log
   assert max(_losses(two)) == 40
   assert "nll at step 40: IS-NLL" in log
   assert workdir_lib.read_results(two)["step"] == 40
   shutil.rmtree(os.path.join(two, "checkpoints", "40"))
   os.remove(os.path.join(two, "results.json"))
-  log = _two_processes(two, {**common, **NO_FIGURES})
+  log = _two_processes(two, {**REFERENCE, **NO_FIGURES})
   assert "Resumed from the checkpoint at step 30" in log
   assert "nll at step 40: IS-NLL" in log
 
-  one = str(tmp_path / "one")  # One process: this one.
-  train.train_and_evaluate(small_config(**common, **NO_FIGURES), one)
-  l1, l2 = _losses(one), _losses(two)
-  assert sorted(l1) == sorted(l2) == list(range(5, 41, 5))
+  l1, l2 = _losses(one_device), _losses(two)
+  assert sorted(l1) == sorted(l2) == list(range(1, 41))
   np.testing.assert_allclose([l2[s] for s in l1], list(l1.values()),
                              rtol=1e-4)
   # Summing gradients over processes rounds differently; Adam turns that into
   # ~1e-5 differences on weights with near-zero gradients (see test_sweep).
-  reference = _state(one)
+  reference = _state(one_device)
   for a, b in zip(jax.tree.leaves(reference),
                   jax.tree.leaves(_state(two, like=reference))):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
 
   # The evaluators, the NLL included, score the models alike in 2 processes
   # and in 1.
-  r1, r2 = workdir_lib.read_results(one), workdir_lib.read_results(two)
+  r1, r2 = workdir_lib.read_results(one_device), workdir_lib.read_results(two)
   assert r1["step"] == r2["step"] == 40
   _assert_same_scores(r2, r1)
 
