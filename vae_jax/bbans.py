@@ -54,8 +54,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from vae_jax import bbans_counts
-from vae_jax import compiler
 from vae_jax import bbans_file
+from vae_jax import compiler
 from vae_jax import losses
 from vae_jax import models
 from vae_jax.errors import UserError

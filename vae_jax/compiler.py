@@ -45,8 +45,8 @@ nats against YNNPACK's dot fusions, 3.7e-4 against jax's default). Other
 backends ignore them; a jaxlib that does not know them gets no options.
 
 All programs compile with LLVM at optimization level 1 instead of XLA's
-default, 3 (`xla_backend_optimization_level`; `DefaultDebugOptionsIgnoringFlags`
-in XLA's debug_options_flags.cc): they compile faster and run as fast,
+default, 3 (`xla_backend_optimization_level`; XLA's
+`DefaultDebugOptionsIgnoringFlags`): they compile faster and run as fast,
 and the parameters they train are the same bits. `experiments/
 compiler_options.py --repeats=7` (2026-11-30 21:16, 2-core AMD EPYC; rows
 `..., LLVM -O1` of experiments/results/compiler_options.md), level 3 ->

@@ -57,9 +57,9 @@ def _derive_keys(root: jax.Array) -> tuple[jax.Array, ...]:
 
 @functools.cache
 def _derive_keys_program():
-  # Built on first use (compiler.jit asks for the backend). Integer
-  # arithmetic: the same keys at any LLVM level; threefry's loops took
-  # 0.3-0.6 s to compile at XLA's default level, ~0.1 s at level 1.
+  # Built on first use (compiler.jit asks for the backend), with the
+  # options of the package's other programs. Integer arithmetic: the same
+  # keys at any LLVM level.
   return compiler.jit(_derive_keys, tree_reductions=False)
 
 
