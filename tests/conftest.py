@@ -529,7 +529,7 @@ SECONDS = {
     "test_latent_maps.py::test_unlabeled_conv_autoencoder": 21,
     "test_train.py::test_a_second_process_on_a_workdir_is_refused": 21,
     "test_sweep.py::test_group_resumes_from_the_step_every_model_has": 20,
-        "test_experiments.py::test_flop_count_includes_every_chunk": 17,
+    "test_experiments.py::test_flop_count_includes_every_chunk": 17,
     "test_sweep.py::test_index_runs_one_point_and_rejects_out_of_range": 16,
     "test_harness.py::test_what_jax_and_imports_write_to_the_environment_still_forks": 14,
     "test_train.py::test_eval_mode_scores_a_trained_workdir": 16,

@@ -55,7 +55,7 @@ def test_options_are_accepted_here_and_change_no_result_beyond_rounding():
           jnp.zeros((), jnp.int32))
   # jax's defaults; on the CPU, XLA's own LLVM level (the tests' XLA_FLAGS
   # set level 1).
-  default = ({"xla_backend_optimization_level": 3}
+  default = ({"xla_backend_optimization_level": compiler.XLA_DEFAULT_LEVEL}
              if jax.default_backend() == "cpu" else None)
   without = jax.jit(fn, compiler_options=default)(*args)
   for tree in (True, False):
@@ -118,7 +118,8 @@ def test_llvm_level_1_computes_the_bits_of_the_default_level_3(name,
   images = jax.random.randint(jax.random.key(1), (3, 32, 28, 28, 1), 0, 256
                               ).astype(jnp.uint8)
   out = {}
-  for level in (1, 3):
+  default = compiler.XLA_DEFAULT_LEVEL  # 3
+  for level in (1, default):
     opts = {**options, "xla_backend_optimization_level": level}
     state = jax.jit(init, compiler_options=opts)(
         keys.init, keys.loop, steps.hparams_of(config))
@@ -131,10 +132,10 @@ def test_llvm_level_1_computes_the_bits_of_the_default_level_3(name,
     out[level] = state, trained, sums
   for i in (0, 1):  # The initial state, the trained state.
     leaves = jax.tree.leaves(out[1][i])
-    assert len(leaves) == len(jax.tree.leaves(out[3][i])) > 4
-    for a, b in zip(leaves, jax.tree.leaves(out[3][i])):
+    assert len(leaves) == len(jax.tree.leaves(out[default][i])) > 4
+    for a, b in zip(leaves, jax.tree.leaves(out[default][i])):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert not np.array_equal(jax.tree.leaves(out[1][0].params)[-1],
                             jax.tree.leaves(out[1][1].params)[-1][0])
   for m, v in out[1][2].items():
-    np.testing.assert_allclose(v, out[3][2][m], rtol=1e-5, err_msg=m)
+    np.testing.assert_allclose(v, out[default][2][m], rtol=1e-5, err_msg=m)
