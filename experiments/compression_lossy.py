@@ -32,7 +32,6 @@ import time
 
 from absl import app
 from absl import flags
-import jax
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
