@@ -422,6 +422,19 @@ class TrainedRun:
   validate_calls: int  # config_lib.validate calls during the run.
 
 
+def train_once(tmp_path_factory, name, run):
+  """`run(workdir)` once per test run, whichever worker asks first (the
+  others wait for it): the shared workdir (read only: copy it to change
+  anything) and the JSON record `run` returned."""
+  root = shared_root(tmp_path_factory)
+  workdir, done = root / name, root / f"{name}.json"
+  with file_lock(str(root / f"{name}.lock")):
+    if not done.exists():
+      shutil.rmtree(workdir, ignore_errors=True)
+      done.write_text(json.dumps(run(str(workdir))))
+  return str(workdir), json.loads(done.read_text())
+
+
 @pytest.fixture(scope="session")
 def trained_small(tmp_path_factory):
   """`small_config()` trained in-process, once per test run.
@@ -431,25 +444,21 @@ def trained_small(tmp_path_factory):
   and the -ELBO evaluator's per-batch function once each. A second trace
   fails the run, and with it every test that uses it.
   """
-  root = shared_root(tmp_path_factory)
-  workdir, done = root / "trained_small", root / "trained_small.json"
   config = small_config()
-  with file_lock(str(root / "trained_small.lock")):
-    if not done.exists():
-      shutil.rmtree(workdir, ignore_errors=True)
-      validations = []
-      with pytest.MonkeyPatch.context() as m, counting(
-          config_lib, "validate", validations):
-        m.setattr(steps, "train_step",
-                  chex.assert_max_traces(steps.train_step, n=1))
-        m.setattr(elbo_evaluator, "_batch_sums",
-                  chex.assert_max_traces(elbo_evaluator._batch_sums, n=1))
-        final = train.train_and_evaluate(config, str(workdir))
-      done.write_text(json.dumps({"final": final,
-                                  "validate_calls": len(validations)}))
-  record = json.loads(done.read_text())
-  return TrainedRun(config=config, workdir=str(workdir),
-                    final=record["final"],
+
+  def run(workdir):
+    validations = []
+    with pytest.MonkeyPatch.context() as m, counting(
+        config_lib, "validate", validations):
+      m.setattr(steps, "train_step",
+                chex.assert_max_traces(steps.train_step, n=1))
+      m.setattr(elbo_evaluator, "_batch_sums",
+                chex.assert_max_traces(elbo_evaluator._batch_sums, n=1))
+      final = train.train_and_evaluate(config, workdir)
+    return {"final": final, "validate_calls": len(validations)}
+
+  workdir, record = train_once(tmp_path_factory, "trained_small", run)
+  return TrainedRun(config=config, workdir=workdir, final=record["final"],
                     validate_calls=record["validate_calls"])
 
 
@@ -479,14 +488,10 @@ def digits_config(**overrides):
 def trained_digits(tmp_path_factory):
   """`digits_config()` trained in-process, once per test run; its workdir,
   read only (tests copy it to change anything)."""
-  root = shared_root(tmp_path_factory)
-  workdir, done = root / "trained_digits", root / "trained_digits.done"
-  with file_lock(str(root / "trained_digits.lock")):
-    if not done.exists():
-      shutil.rmtree(workdir, ignore_errors=True)
-      train.train_and_evaluate(digits_config(), str(workdir))
-      done.touch()
-  return str(workdir)
+  workdir, _ = train_once(
+      tmp_path_factory, "trained_digits",
+      lambda w: train.train_and_evaluate(digits_config(), w))
+  return workdir
 
 
 # ----------------------------------------------------------------------------
