@@ -30,8 +30,12 @@ matmuls, threefry loops (random bits), per-example ops (outputs with the
 batch dimension: activations, loss, sampling) and per-parameter ops
 (gradient sums, the Adam update).
 
+With --host_devices=N (CPU), the process has N XLA host devices and each
+group's models split over them (N threads of the CPU runtime, each stepping
+K / N models); the one-model program keeps one device, as a run alone.
+
 Writes `benchmark_sweep.json` and `.md` (`benchmark_sweep_h<hidden>.*` for a
-width other than 500, or --name).
+width other than 500, `_host<N>` with host devices, or --name).
 """
 
 import collections
@@ -75,6 +79,11 @@ _BREAKDOWN = flags.DEFINE_integer(
 _NAME = flags.DEFINE_string(
     "name", "", "Base name of the result files (default: benchmark_sweep, "
     "with _h<hidden> for a width other than 500 and _gpu on a GPU).")
+_HOST_DEVICES = flags.DEFINE_integer(
+    "host_devices", 1, "On the CPU: split the process into this many XLA "
+    "host devices (`jax_num_cpu_devices`) and each group's models over "
+    "them (model axis = this number; K must divide by it). The one-model "
+    "program still runs on one device, as a run alone does.", lower_bound=1)
 _NPZ = flags.DEFINE_string(
     "npz", "", "Read MNIST from DIR/mnist_train.npz and DIR/mnist_test.npz "
     "(x, y in tfds order: the same data) instead of tfds: for machines "
@@ -109,9 +118,12 @@ class Program:
     _, total = train.schedule_length(config, data.num_train_examples)
     model, objective, tx, schedule = train.build_model(
         config, data.event_shape, total)
-    mesh = sharding.create(1, k)
-    self.state = steps.stack(train.initial_states(
-        configs, model, tx, data.event_shape, mesh))
+    if k == 1:  # One model: on one device, as a run alone.
+      mesh = sharding.create(1, devices=jax.devices()[:1])
+    else:  # The group's models split over the host devices.
+      mesh = sharding.create(_HOST_DEVICES.value, k)
+    self.state = jax.device_put(steps.stack(train.initial_states(
+        configs, model, tx, data.event_shape, mesh)), mesh.models)
     step_fn = train.model_step(objective, tx, schedule)
     self.steps = config.training.steps_per_call
     self.batch_size = config.training.batch_size
@@ -121,7 +133,8 @@ class Program:
     names = steps.metric_names(objective, self.state,
                                (config.training.batch_size,
                                 *data.event_shape))
-    self.sums = {m: np.zeros(k, np.float32) for m in names}
+    self.sums = jax.device_put({m: np.zeros(k, np.float32) for m in names},
+                               mesh.models)
     self.finite = self.scalar(True)
     self.run = train.chunk_program(config, step_fn, data.binarization).lower(
         self.state, self.images, self.n, self.scalar(0), self.sums,
@@ -251,6 +264,8 @@ def measure(k: int, single: Program, repeats: int) -> dict:
 
 def main(argv):
   del argv
+  if _HOST_DEVICES.value > 1:  # Before JAX starts its CPU backend.
+    jax.config.update("jax_num_cpu_devices", _HOST_DEVICES.value)
   single = Program(1)
   rows = [measure(int(k), single, _REPEATS.value) for k in _SIZES.value]
   device = jax.devices()[0]
@@ -263,11 +278,13 @@ def main(argv):
              "device": f"{device.platform}: {device.device_kind}",
              "host": f"{platform.processor() or platform.machine()}, "
                      f"{os.cpu_count()} cores",
-             "jax": jax.__version__, "rows": rows}
+             "jax": jax.__version__, "host_devices": _HOST_DEVICES.value,
+             "rows": rows}
   os.makedirs(_OUT.value, exist_ok=True)
   name = _NAME.value or "benchmark_sweep" + (
       "" if h == 500 else f"_h{h}") + (
-          "_gpu" if device.platform == "gpu" else "")
+          "_gpu" if device.platform == "gpu" else "") + (
+              f"_host{_HOST_DEVICES.value}" if _HOST_DEVICES.value > 1 else "")
   with open(os.path.join(_OUT.value, f"{name}.json"), "w") as f:
     json.dump(results, f, indent=2)
   lines = [
@@ -276,12 +293,18 @@ def main(argv):
       "Command: `python experiments/benchmark_sweep.py "
       f"--group_sizes={','.join(_SIZES.value)} --hidden={h} "
       f"--repeats={_REPEATS.value} --breakdown_calls={_BREAKDOWN.value}"
+      + (f" --host_devices={_HOST_DEVICES.value}"
+         if _HOST_DEVICES.value > 1 else "")
       + (f" --name={_NAME.value}" if _NAME.value else "") + "`",
       "",
       f"One model: {params:,} parameters; with its gradients and Adam "
       f"moments {results['state_mb_per_model']:.1f} MB of float32 state.", "",
       "Train loop: the step with its batch gathering, as training runs; "
       "device only: the compiled step on batches already on the device.", "",
+      *([f"Each group split over {_HOST_DEVICES.value} XLA host devices "
+         f"(`jax_num_cpu_devices`), K / {_HOST_DEVICES.value} models on "
+         "each; the one-model program on one of them; memory per device.",
+         ""] if _HOST_DEVICES.value > 1 else []),
       "| K | train loop: vmapped ms/step | sequential (K x one) | ratio "
       "(quartiles) | device only: vmapped ms/step | sequential (K x one) | "
       "ratio (quartiles) | vmapped memory MB | one model MB |",

@@ -555,6 +555,7 @@ SECONDS = {
     "test_ae_pca.py::test_linear_autoencoder_reaches_pca": 7,
     "test_steps.py::test_hparam_and_group_fields_follow_the_objective": 7,
     "test_report.py::test_command_line_rebuilds_it_and_refuses_a_missing_workdir": 6,
+    "test_distributed.py::test_mesh_on_a_subset_of_the_devices": 5,
     "test_report.py::test_report_shows_how_numbers_were_estimated_and_the_command": 6,
     "test_family.py::test_corruptions_have_their_rates_and_ranges": 5,
     "test_config_lib.py::test_base_defines_every_field_each_module_reads": 4,

@@ -4,6 +4,8 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -189,3 +191,22 @@ def test_sweep_places_models_on_the_model_axis(tmp_path):
     results.append([r["nelbo"] for r in rows])
   np.testing.assert_allclose(results[1], results[0], rtol=1e-4)
   np.testing.assert_allclose(results[2], results[0], rtol=1e-4)
+
+
+
+def test_mesh_on_a_subset_of_the_devices():
+  # What experiments/benchmark_sweep.py --host_devices does: one model on
+  # one of two host devices, a group of eight split over both.
+  code = ("import jax\n"
+          "from vae_jax import sharding\n"
+          "one = sharding.create(1, devices=jax.devices()[1:])\n"
+          "both = sharding.create(2, 8)\n"
+          "print(dict(one.mesh.shape), [d.id for d in one.mesh.devices.flat],"
+          " dict(both.mesh.shape), both.models.spec)\n")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, cwd=REPO, timeout=300,
+                       env={**os.environ, **devices_env(2)})
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stdout.split("\n")[0] == (
+      "{'model': 1, 'data': 1} [1] {'model': 2, 'data': 1} "
+      "P('model',)"), out.stdout

@@ -26,15 +26,18 @@ class Mesh:
   model_batches: jax.NamedSharding
 
 
-def create(model_axis_size: int, num_models: int = 1) -> Mesh:
+def create(model_axis_size: int, num_models: int = 1,
+           devices: list[jax.Device] | None = None) -> Mesh:
   """The run's mesh; `num_models` decides whether models split over it.
 
-  The config is validated first: `model_axis_size` divides the devices.
+  The config is validated first: `model_axis_size` divides the devices
+  (`devices`, default all of them).
   """
+  count = len(devices) if devices is not None else jax.device_count()
   mesh = jax.make_mesh(
-      (model_axis_size, jax.device_count() // model_axis_size),
-      ("model", "data"),
-      axis_types=(jax.sharding.AxisType.Auto,) * 2)  # XLA propagates.
+      (model_axis_size, count // model_axis_size), ("model", "data"),
+      axis_types=(jax.sharding.AxisType.Auto,) * 2,  # XLA propagates.
+      devices=devices)
   replicated = jax.NamedSharding(mesh, jax.P())
   if num_models > 1 and num_models % model_axis_size == 0:
     models = jax.NamedSharding(mesh, jax.P("model"))
