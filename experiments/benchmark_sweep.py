@@ -59,11 +59,13 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from vae_jax import cli
 from vae_jax import config_lib
 from vae_jax import input_pipeline
 from vae_jax import sharding
 from vae_jax import steps
 from vae_jax import train
+from vae_jax.errors import UserError
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _SIZES = flags.DEFINE_list("group_sizes", ["1", "2", "4", "8", "16"],
@@ -262,12 +264,37 @@ def measure(k: int, single: Program, repeats: int) -> dict:
           "sequential_memory_mb": single.memory_mb()}
 
 
+def group_sizes(flag: list[str], n: int) -> list[int]:
+  """--group_sizes (`flag`) as numbers, and `n` = --host_devices set up.
+
+  Raises:
+    UserError: a group size that is not a positive integer, or that the
+      host devices do not divide; host devices on another backend.
+  """
+  try:
+    sizes = [int(k) for k in flag]
+  except ValueError:
+    sizes = []
+  if not sizes or min(sizes) < 1:
+    raise UserError(f"--group_sizes must be positive integers, got "
+                    f"{','.join(flag)!r}.")
+  if any(k > 1 and k % n for k in sizes):
+    raise UserError(f"Each group size above 1 must divide by "
+                    f"--host_devices={n}, got --group_sizes="
+                    f"{','.join(flag)}.")
+  if n > 1:
+    jax.config.update("jax_num_cpu_devices", n)  # Before the CPU backend.
+    if jax.default_backend() != "cpu":
+      raise UserError("--host_devices splits the CPU into XLA host devices: "
+                      "run it on a CPU (JAX_PLATFORMS=cpu).")
+  return sizes
+
+
 def main(argv):
   del argv
-  if _HOST_DEVICES.value > 1:  # Before JAX starts its CPU backend.
-    jax.config.update("jax_num_cpu_devices", _HOST_DEVICES.value)
+  sizes = group_sizes(_SIZES.value, _HOST_DEVICES.value)
   single = Program(1)
-  rows = [measure(int(k), single, _REPEATS.value) for k in _SIZES.value]
+  rows = [measure(k, single, _REPEATS.value) for k in sizes]
   device = jax.devices()[0]
   h = _HIDDEN.value
   params = 784 * h + h + 2 * (h * 20 + 20) + 20 * h + h + h * 784 + 784
@@ -349,4 +376,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(lambda argv: cli.run(main, argv), flags_parser=cli.parse_flags)

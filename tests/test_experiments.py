@@ -2,6 +2,7 @@
 
 import importlib
 import os
+import re
 import sys
 
 import jax
@@ -12,6 +13,7 @@ from conftest import REPO
 from vae_jax import compiler
 from vae_jax import config_lib
 from vae_jax import models
+from vae_jax.errors import UserError
 
 sys.path.insert(0, os.path.join(REPO, "experiments"))
 nll_flops = importlib.import_module("nll_flops")
@@ -89,3 +91,16 @@ def test_step_breakdown_sorts_the_loop_body_by_kind():
   assert sum(k == "matmuls" for k in kinds.values()) == 2, kinds
   per_param = [n for n, k in kinds.items() if k == benchmark_sweep.KINDS[3]]
   assert any(f"%{n} = f32[256,128]" in hlo for n in per_param), per_param
+
+
+@pytest.mark.parametrize("sizes,host_devices,message", [
+    (["1", "x"], 1, "--group_sizes must be positive integers, got '1,x'"),
+    (["0", "8"], 1, "--group_sizes must be positive integers, got '0,8'"),
+    (["1", "4", "6"], 4, "Each group size above 1 must divide by "
+                         "--host_devices=4, got --group_sizes=1,4,6"),
+])
+def test_sweep_benchmark_refuses_bad_group_sizes(sizes, host_devices,
+                                                 message):
+  with pytest.raises(UserError, match=re.escape(message)):
+    benchmark_sweep.group_sizes(sizes, host_devices)
+  assert benchmark_sweep.group_sizes(["1", "2", "8"], 1) == [1, 2, 8]
