@@ -80,7 +80,8 @@ _BREAKDOWN = flags.DEFINE_integer(
     lower_bound=0)
 _NAME = flags.DEFINE_string(
     "name", "", "Base name of the result files (default: benchmark_sweep, "
-    "with _h<hidden> for a width other than 500 and _gpu on a GPU).")
+    "with _h<hidden> for a width other than 500, _gpu on a GPU and "
+    "_host<N> with --host_devices=N).")
 _HOST_DEVICES = flags.DEFINE_integer(
     "host_devices", 1, "On the CPU: split the process into this many XLA "
     "host devices (`jax_num_cpu_devices`) and each group's models over "

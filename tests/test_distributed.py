@@ -193,7 +193,6 @@ def test_sweep_places_models_on_the_model_axis(tmp_path):
   np.testing.assert_allclose(results[2], results[0], rtol=1e-4)
 
 
-
 def test_mesh_on_a_subset_of_the_devices():
   # What experiments/benchmark_sweep.py --host_devices does: one model on
   # one of two host devices, a group of eight split over both.
